@@ -1,0 +1,3 @@
+"""Storeroom: a self-hostable backend service."""
+
+__version__ = "0.1.0"

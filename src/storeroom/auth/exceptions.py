@@ -1,0 +1,24 @@
+"""Auth: the errors this domain raises. Every credential failure is a 401 with the same body,
+so a caller learns nothing about which part was wrong."""
+
+from storeroom.core.errors import Unauthorized
+
+
+class InvalidCredentials(Unauthorized):
+    detail = "Incorrect email or password"
+    code = "invalid_credentials"
+
+
+class InvalidToken(Unauthorized):
+    detail = "Could not validate credentials"
+    code = "invalid_token"
+
+
+class TokenExpired(Unauthorized):
+    detail = "Token expired"
+    code = "token_expired"
+
+
+class NotAuthenticated(Unauthorized):
+    detail = "Not authenticated"
+    code = "not_authenticated"

@@ -1,0 +1,115 @@
+"""The `storeroom` command: serve, migrate, create-superuser."""
+
+import asyncio
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from storeroom.core.config import ConfigurationError, Settings, get_settings
+
+app = typer.Typer(help="Storeroom: a self-hostable backend service.", no_args_is_help=True)
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        settings = get_settings()
+        settings.signing_key()
+    except (ConfigurationError, ValueError) as exc:
+        typer.secho(f"storeroom: configuration error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2) from exc
+    return settings
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+) -> None:
+    """Serve the API with uvicorn."""
+    import uvicorn
+
+    settings = _settings_or_exit()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "storeroom.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=None if reload else workers,
+        reload=reload,
+        access_log=False,  # storeroom writes its own structured access log
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "heads",
+) -> None:
+    """Bring the database schema up to date (Alembic upgrade)."""
+    from storeroom.core.migrations import upgrade
+
+    settings = _settings_or_exit()
+    configure_logging(settings.log_level)
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@app.command("create-superuser")
+def create_superuser(
+    email: Annotated[str, typer.Option(prompt=True, help="The superuser's email.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, confirmation_prompt=True, help="At least 8 characters."
+        ),
+    ],
+) -> None:
+    """Create a superuser, or promote an existing account with that email."""
+    from pydantic import ValidationError
+
+    from storeroom.users import service as users_service
+    from storeroom.users.schemas import UserCreate
+
+    settings = _settings_or_exit()
+    try:
+        data = UserCreate(email=email, password=password)
+    except ValidationError as exc:
+        for error in exc.errors():
+            typer.secho(f"{error['loc'][0]}: {error['msg']}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2) from exc
+
+    async def run() -> str:
+        from storeroom.core.db import create_engine, create_sessionmaker
+
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                existing = await users_service.get_by_email(session, data.email)
+                if existing is not None:
+                    existing.is_superuser = True
+                    existing.is_active = True
+                    return f"promoted {existing.email} to superuser"
+                user = await users_service.create(session, data, is_superuser=True)
+                return f"created superuser {user.email}"
+        finally:
+            await engine.dispose()
+
+    typer.echo(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,106 @@
+"""Settings: every knob comes from a STOREROOM_* environment variable (or an optional .env)."""
+
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run a service; the message says what to set."""
+
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "mysql": "mysql+aiomysql",
+    "mariadb": "mysql+aiomysql",
+    "mysql+pymysql": "mysql+aiomysql",
+    "mariadb+pymysql": "mysql+aiomysql",
+}
+
+
+def async_database_url(url: str) -> str:
+    """Accept the URL people usually write (postgresql://, mysql://, sqlite:///) and pick the
+    async driver Storeroom ships with."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigurationError(f"STOREROOM_DATABASE_URL is not a URL: {url!r}")
+    return f"{_ASYNC_DRIVERS.get(scheme, scheme)}://{rest}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STOREROOM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Environment = Environment.development
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    secret_key: SecretStr | None = None
+    access_token_minutes: int = Field(default=30, ge=1)
+    refresh_token_days: int = Field(default=14, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: str = "INFO"
+    database_pool_size: int = Field(default=10, ge=1)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'storeroom.db'}"
+        self.database_url = async_database_url(self.database_url)
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def signing_key(self) -> str:
+        """The JWT signing key. In development one is generated once and kept in the data
+        directory; production refuses to run without STOREROOM_SECRET_KEY."""
+        if self.secret_key is not None and self.secret_key.get_secret_value():
+            key = self.secret_key.get_secret_value()
+            if self.environment is Environment.production and len(key) < 32:
+                raise ConfigurationError("STOREROOM_SECRET_KEY must be at least 32 characters.")
+            return key
+        if self.environment is Environment.production:
+            raise ConfigurationError(
+                "STOREROOM_SECRET_KEY is not set. Production needs a secret key of at least "
+                '32 characters, e.g. python -c "import secrets; print(secrets.token_urlsafe(48))"'
+            )
+        key_file = self.data_dir / "secret_key"
+        if not key_file.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                with key_file.open("x", encoding="utf-8") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+                key_file.chmod(0o600)
+            except FileExistsError:
+                pass  # another process generated it first; use theirs
+        key = key_file.read_text(encoding="utf-8").strip()
+        self.secret_key = SecretStr(key)
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,113 @@
+"""Security primitives: password hashing off the event loop, and signed JWTs."""
+
+import asyncio
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+from pwdlib.hashers.bcrypt import BcryptHasher
+
+JWT_ALGORITHM = "HS256"
+
+# Argon2 for new hashes; bcrypt hashes from older systems still verify and get rehashed.
+password_hash = PasswordHash((Argon2Hasher(), BcryptHasher()))
+
+# A hash to verify against when the account does not exist, so that an unknown email costs the
+# same time as a wrong password.
+_DUMMY_HASH = password_hash.hash("storeroom-timing-equaliser")
+
+
+def _lower_thread_priority() -> None:
+    """Hashing threads run at a lower priority than the event loop, so a storm of logins
+    cannot starve the requests that need no hashing (Linux renices per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
+# Hashing is CPU-bound and argon2 releases the GIL: one thread per core is all that helps.
+_hashing_pool = ThreadPoolExecutor(
+    max_workers=os.cpu_count() or 2,
+    thread_name_prefix="storeroom-hash",
+    initializer=_lower_thread_priority,
+)
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(
+        _hashing_pool, password_hash.hash, password
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    valid: bool
+    new_hash: str | None  # set when the stored hash should be upgraded (e.g. bcrypt -> argon2)
+
+
+async def verify_password(password: str, hashed: str | None) -> PasswordCheck:
+    def check() -> PasswordCheck:
+        if hashed is None:
+            password_hash.verify(password, _DUMMY_HASH)
+            return PasswordCheck(False, None)
+        try:
+            valid, new_hash = password_hash.verify_and_update(password, hashed)
+        except Exception:  # an unknown or corrupt hash format never authenticates
+            return PasswordCheck(False, None)
+        return PasswordCheck(valid, new_hash if valid else None)
+
+    return await asyncio.get_running_loop().run_in_executor(_hashing_pool, check)
+
+
+class TokenError(Exception):
+    """The token cannot be used."""
+
+
+class TokenExpiredError(TokenError):
+    """The token was valid once; its time is up."""
+
+
+def create_token(
+    subject: str,
+    token_type: str,
+    *,
+    key: str,
+    lifetime: timedelta,
+    now: datetime | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    issued = now or datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "type": token_type,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + lifetime).timestamp()),
+        "jti": uuid.uuid4().hex,
+        **(extra or {}),
+    }
+    return jwt.encode(claims, key, algorithm=JWT_ALGORITHM), claims
+
+
+def decode_token(token: str, *, key: str, expected_type: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[JWT_ALGORITHM],
+            options={"require": ["sub", "exp", "iat", "jti", "type"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenExpiredError("Token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise TokenError("Invalid token") from exc
+    if claims.get("type") != expected_type:
+        raise TokenError("Invalid token")
+    return claims

@@ -1,0 +1,76 @@
+"""The application: routers, middleware, error handlers and lifespan. Wiring only."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
+
+from storeroom import __version__
+from storeroom.auth.router import router as auth_router
+from storeroom.core.config import Settings, get_settings
+from storeroom.core.db import create_engine, create_sessionmaker
+from storeroom.core.errors import install_error_handlers
+from storeroom.core.requests import RequestContextMiddleware
+from storeroom.health.router import router as health_router
+from storeroom.users.router import router as users_router
+
+logger = logging.getLogger("storeroom")
+
+DESCRIPTION = """
+Storeroom: accounts and authentication, a catalog of user-owned items, file storage,
+background jobs, notifications, live events and exports.
+
+Authenticate with **Authorize** (email as `username`), or send `Authorization: Bearer <token>`
+from `POST /api/v1/auth/token`. Every error has the body `{"detail", "code", "errors"?}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.signing_key()  # fail at startup, not at the first login, when the key is missing
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Storeroom",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    app.state.settings = settings
+
+    api = APIRouter(prefix="/api/v1")
+    api.include_router(auth_router)
+    api.include_router(users_router)
+    app.include_router(api)
+    app.include_router(health_router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs", status_code=307)
+
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Location", "ETag"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app

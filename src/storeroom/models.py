@@ -1,0 +1,6 @@
+"""Every domain's tables, imported in one place so Alembic and the tests see the whole schema."""
+
+from storeroom.core.db import Base
+from storeroom.users.models import User
+
+__all__ = ["Base", "User"]

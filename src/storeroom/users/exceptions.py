@@ -1,0 +1,18 @@
+"""Users: the errors this domain raises."""
+
+from storeroom.core.errors import BadRequest, NotFound
+
+
+class UserNotFound(NotFound):
+    detail = "User not found"
+    code = "user_not_found"
+
+
+class EmailTaken(BadRequest):
+    detail = "Email already registered"
+    code = "email_taken"
+
+
+class WrongCurrentPassword(BadRequest):
+    detail = "current_password is missing or wrong"
+    code = "wrong_current_password"

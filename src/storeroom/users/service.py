@@ -1,0 +1,87 @@
+"""Users: account logic. Takes the session explicitly; raises domain errors."""
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storeroom.core.pagination import PageParams
+from storeroom.core.security import hash_password, verify_password
+from storeroom.users.exceptions import EmailTaken, UserNotFound, WrongCurrentPassword
+from storeroom.users.models import User
+from storeroom.users.schemas import UserCreate, UserUpdateAdmin, UserUpdateMe, normalize_email
+
+
+async def get(session: AsyncSession, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+async def get_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == normalize_email(email)))
+
+
+async def _flush_unique_email(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # lost a race with another registration
+        await session.rollback()
+        raise EmailTaken() from exc
+
+
+async def create(
+    session: AsyncSession, data: UserCreate, *, is_superuser: bool = False
+) -> User:
+    if await get_by_email(session, data.email) is not None:
+        raise EmailTaken()
+    user = User(
+        email=data.email,
+        hashed_password=await hash_password(data.password),
+        is_superuser=is_superuser,
+    )
+    session.add(user)
+    await _flush_unique_email(session)
+    return user
+
+
+async def list_users(
+    session: AsyncSession, page: PageParams, *, email_contains: str | None = None
+) -> tuple[Sequence[User], int]:
+    query = select(User)
+    if email_contains:
+        query = query.where(User.email.contains(normalize_email(email_contains), autoescape=True))
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.scalars(query.order_by(User.id).offset(page.offset).limit(page.limit))
+    return rows.all(), total or 0
+
+
+async def update_me(session: AsyncSession, user: User, changes: UserUpdateMe) -> User:
+    fields = changes.changes()
+    fields.pop("current_password", None)
+    if "email" in fields or "password" in fields:
+        check = await verify_password(changes.current_password or "", user.hashed_password)
+        if not check.valid:
+            raise WrongCurrentPassword()
+    if "email" in fields and fields["email"] != user.email:
+        if await get_by_email(session, str(fields["email"])) is not None:
+            raise EmailTaken()
+        user.email = str(fields["email"])
+    if "password" in fields:
+        user.hashed_password = await hash_password(str(fields["password"]))
+    await _flush_unique_email(session)
+    return user
+
+
+async def update_admin(session: AsyncSession, user: User, changes: UserUpdateAdmin) -> User:
+    for field, value in changes.changes().items():
+        setattr(user, field, value)
+    await session.flush()
+    return user
+
+
+async def delete(session: AsyncSession, user: User) -> None:
+    await session.delete(user)
+    await session.flush()
