@@ -9,7 +9,7 @@ from storeroom.auth import service as auth_service
 from storeroom.auth.schemas import TokenResponse
 from storeroom.core.db import DbSession
 from storeroom.core.dependencies import AppSettings
-from storeroom.core.errors import ERROR_RESPONSES
+from storeroom.core.errors import error_responses
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 @router.post(
     "/token",
     response_model=TokenResponse,
-    responses={401: ERROR_RESPONSES[401], 422: ERROR_RESPONSES[422]},
+    responses=error_responses(401, 422),
     summary="Log in with email and password (OAuth2 password flow)",
 )
 async def login(

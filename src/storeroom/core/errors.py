@@ -192,9 +192,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception(
-        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
-    )
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     request_id = request.scope.get("storeroom.request_id") or current_request_id()
     headers = {"X-Request-ID": request_id} if request_id else None
     return error_response(
@@ -209,7 +207,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": HTTPStatus(status).phrase}
-    for status in (400, 401, 403, 404, 409, 422, 429)
-}
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting the error shape for these statuses."""
+    return {
+        status: {"model": ErrorBody, "description": HTTPStatus(status).phrase}
+        for status in statuses
+    }

@@ -1,6 +1,7 @@
 """Security primitives: password hashing off the event loop, and signed JWTs."""
 
 import asyncio
+import contextlib
 import os
 import threading
 import uuid
@@ -27,10 +28,8 @@ _DUMMY_HASH = password_hash.hash("storeroom-timing-equaliser")
 def _lower_thread_priority() -> None:
     """Hashing threads run at a lower priority than the event loop, so a storm of logins
     cannot starve the requests that need no hashing (Linux renices per thread)."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
-        pass
 
 
 # Hashing is CPU-bound and argon2 releases the GIL: one thread per core is all that helps.

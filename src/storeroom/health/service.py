@@ -21,9 +21,12 @@ class ReadinessReport:
         return self.database == "ok" and self.migrations == "ok"
 
 
-async def readiness(engine: AsyncEngine, timeout: float = 5.0) -> ReadinessReport:
+READINESS_TIMEOUT_SECONDS = 5.0
+
+
+async def readiness(engine: AsyncEngine) -> ReadinessReport:
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
             current = await current_revisions(engine)
     except Exception as exc:
         logger.warning("readiness: database unreachable: %s", exc)

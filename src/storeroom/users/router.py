@@ -6,22 +6,21 @@ from fastapi import APIRouter, Query, Response, status
 
 from storeroom.auth.dependencies import CurrentSuperuser, CurrentUser
 from storeroom.core.db import DbSession
-from storeroom.core.errors import ERROR_RESPONSES
+from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
 from storeroom.users import service as users_service
 from storeroom.users.dependencies import ManagedUser, VisibleUser
 from storeroom.users.models import User
 from storeroom.users.schemas import UserCreate, UserRead, UserUpdateAdmin, UserUpdateMe
 
-router = APIRouter(prefix="/users", tags=["users"], responses={422: ERROR_RESPONSES[422]})
-_AUTHED = {401: ERROR_RESPONSES[401]}
+router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(422))
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
-    responses={400: ERROR_RESPONSES[400]},
+    responses=error_responses(400),
     summary="Register an account",
 )
 async def register(data: UserCreate, session: DbSession, response: Response) -> User:
@@ -30,7 +29,9 @@ async def register(data: UserCreate, session: DbSession, response: Response) -> 
     return user
 
 
-@router.get("/me", response_model=UserRead, responses=_AUTHED, summary="The caller's account")
+@router.get(
+    "/me", response_model=UserRead, responses=error_responses(401), summary="The caller's account"
+)
 async def read_me(user: CurrentUser) -> User:
     return user
 
@@ -38,7 +39,7 @@ async def read_me(user: CurrentUser) -> User:
 @router.patch(
     "/me",
     response_model=UserRead,
-    responses={**_AUTHED, 400: ERROR_RESPONSES[400]},
+    responses=error_responses(400, 401),
     summary="Change the caller's email or password (needs current_password)",
 )
 async def update_me(changes: UserUpdateMe, user: CurrentUser, session: DbSession) -> User:
@@ -48,7 +49,7 @@ async def update_me(changes: UserUpdateMe, user: CurrentUser, session: DbSession
 @router.delete(
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=_AUTHED,
+    responses=error_responses(401),
     summary="Delete the caller's account",
 )
 async def delete_me(user: CurrentUser, session: DbSession) -> None:
@@ -58,14 +59,14 @@ async def delete_me(user: CurrentUser, session: DbSession) -> None:
 @router.get(
     "",
     response_model=Page[UserRead],
-    responses={**_AUTHED, 403: ERROR_RESPONSES[403]},
+    responses=error_responses(401, 403),
     summary="List accounts (superuser)",
 )
 async def list_users(
     _admin: CurrentSuperuser,
     session: DbSession,
     page: Pagination,
-    q: Annotated[str | None, Query(max_length=254, description="Filter by email substring.")] = None,
+    q: Annotated[str | None, Query(max_length=254, description="Email contains this.")] = None,
 ) -> Page[UserRead]:
     users, total = await users_service.list_users(session, page, email_contains=q)
     return Page(
@@ -79,7 +80,7 @@ async def list_users(
 @router.get(
     "/{user_id}",
     response_model=UserRead,
-    responses={**_AUTHED, 404: ERROR_RESPONSES[404]},
+    responses=error_responses(401, 404),
     summary="One account (superuser, or yourself)",
 )
 async def read_user(user: VisibleUser) -> User:
@@ -89,7 +90,7 @@ async def read_user(user: VisibleUser) -> User:
 @router.patch(
     "/{user_id}",
     response_model=UserRead,
-    responses={**_AUTHED, 403: ERROR_RESPONSES[403], 404: ERROR_RESPONSES[404]},
+    responses=error_responses(401, 403, 404),
     summary="Activate, deactivate, promote or demote an account (superuser)",
 )
 async def update_user(user: ManagedUser, changes: UserUpdateAdmin, session: DbSession) -> User:

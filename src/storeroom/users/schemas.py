@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, EmailStr, Field, StringConstraints
 
 from storeroom.core.schemas import InputSchema, PatchSchema, ReadSchema
 
@@ -29,9 +29,9 @@ class UserCreate(InputSchema):
     email: Email
     password: Password
 
-    model_config = {
-        "json_schema_extra": {"examples": [{"email": "alice@example.com", "password": "s3cret-pass"}]}
-    }
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "alice@example.com", "password": "s3cret-pass"}]}
+    )
 
 
 class UserRead(ReadSchema):

@@ -32,9 +32,7 @@ async def _flush_unique_email(session: AsyncSession) -> None:
         raise EmailTaken() from exc
 
 
-async def create(
-    session: AsyncSession, data: UserCreate, *, is_superuser: bool = False
-) -> User:
+async def create(session: AsyncSession, data: UserCreate, *, is_superuser: bool = False) -> User:
     if await get_by_email(session, data.email) is not None:
         raise EmailTaken()
     user = User(
