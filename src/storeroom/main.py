@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse
 from storeroom import __version__
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
-from storeroom.core.db import create_engine, create_sessionmaker
+from storeroom.core.db import create_engine, create_reader, create_sessionmaker
 from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.health.router import router as health_router
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.reader = create_reader(engine)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         try:
             yield
@@ -56,8 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix="/api/v1", responses=error_responses(400, 422))
     api.include_router(auth_router)
     api.include_router(users_router)
+    app.include_router(health_router)  # first: probes are hit often and must match fast
     app.include_router(api)
-    app.include_router(health_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     database_pool_size: int = Field(default=10, ge=1)
+    # A ping costs a round trip per checkout. Off by default: a connection that died (say, the
+    # database restarted) fails one request and SQLAlchemy then recycles the whole pool.
+    database_pre_ping: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod
