@@ -15,6 +15,7 @@ from storeroom.core.db import create_engine, create_sessionmaker
 from storeroom.core.errors import install_error_handlers
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.health.router import router as health_router
+from storeroom.notifications.senders import create_sender
 from storeroom.users.router import router as users_router
 
 logger = logging.getLogger("storeroom")
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.email_sender = create_sender(settings)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         try:
             yield
