@@ -3,6 +3,7 @@
 import asyncio
 import queue
 import threading
+import warnings
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -42,7 +43,7 @@ class _Collector:
         raw = envelope.original_content or b""
         message = BytesParser(policy=policy.default).parsebytes(raw)
         assert isinstance(message, EmailMessage)
-        login = session.login_data
+        login = getattr(session.auth_data, "login", None)
         self.inbox.put(
             ReceivedEmail(
                 mail_from=str(envelope.mail_from),
@@ -76,7 +77,7 @@ class SmtpServer:
             and data.login == username.encode()
             and data.password == password.encode()
         )
-        return AuthResult(success=ok, handled=False)
+        return AuthResult(success=ok, handled=False, auth_data=data)
 
     def _protocol(self) -> SMTP:
         options: dict[str, Any] = {"hostname": "localhost"}  # no DNS lookup for our name
@@ -84,7 +85,9 @@ class SmtpServer:
             options.update(
                 authenticator=self._authenticate, auth_required=True, auth_require_tls=False
             )
-        return SMTP(_Collector(self.inbox), **options)
+        with warnings.catch_warnings():  # AUTH without TLS: fine on loopback in a test
+            warnings.simplefilter("ignore", UserWarning)
+            return SMTP(_Collector(self.inbox), **options)
 
     def start(self) -> "SmtpServer":
         self._thread.start()
