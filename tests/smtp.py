@@ -2,6 +2,7 @@
 
 import asyncio
 import queue
+import ssl
 import threading
 import warnings
 from dataclasses import dataclass
@@ -57,11 +58,20 @@ class _Collector:
 
 class SmtpServer:
     """Listens on 127.0.0.1 and a free port. With `credentials`, clients must log in (AUTH
-    PLAIN/LOGIN, allowed without TLS here) with that username and password."""
+    PLAIN/LOGIN, allowed without TLS here) with that username and password. With `security`
+    starttls or ssl, `tls_context` is the server's certificate and clients must use TLS."""
 
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        credentials: tuple[str, str] | None = None,
+        *,
+        security: SmtpSecurity = SmtpSecurity.none,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.inbox: queue.Queue[ReceivedEmail] = queue.Queue()
         self.credentials = credentials
+        self.security = security
+        self.tls_context = tls_context
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -81,6 +91,8 @@ class SmtpServer:
 
     def _protocol(self) -> SMTP:
         options: dict[str, Any] = {"hostname": "localhost"}  # no DNS lookup for our name
+        if self.security is SmtpSecurity.starttls:
+            options.update(tls_context=self.tls_context, require_starttls=True)
         if self.credentials is not None:
             options.update(
                 authenticator=self._authenticate, auth_required=True, auth_require_tls=False
@@ -93,7 +105,8 @@ class SmtpServer:
         self._thread.start()
 
         async def listen() -> asyncio.Server:
-            return await self._loop.create_server(self._protocol, "127.0.0.1", 0)
+            implicit_tls = self.tls_context if self.security is SmtpSecurity.ssl else None
+            return await self._loop.create_server(self._protocol, "127.0.0.1", 0, ssl=implicit_tls)
 
         self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(5)
         self.port = self._server.sockets[0].getsockname()[1]

@@ -4,9 +4,11 @@ import asyncio
 import logging
 import smtplib
 import socket
+import ssl
 from email.message import EmailMessage
 
 import pytest
+import trustme
 from fastapi.testclient import TestClient
 
 from storeroom.core.config import Settings, SmtpSecurity
@@ -58,6 +60,43 @@ def test_smtp_sender_with_a_wrong_password_raises() -> None:
             "127.0.0.1", server.port, security=SmtpSecurity.none, username="mailer", password="nope"
         )
         with pytest.raises(smtplib.SMTPAuthenticationError):
+            asyncio.run(sender.send(_message()))
+        server.assert_no_more_email()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("security", [SmtpSecurity.starttls, SmtpSecurity.ssl])
+def test_smtp_sender_delivers_over_tls(security: SmtpSecurity) -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    server = SmtpServer(("mailer", "s3cret"), security=security, tls_context=server_context)
+    server.start()
+    try:
+        sender = SmtpSender(
+            "localhost",
+            server.port,
+            security=security,
+            username="mailer",
+            password="s3cret",
+            tls_context=client_context,
+        )
+        asyncio.run(sender.send(_message()))
+        assert server.next_email().authenticated_as == "mailer"
+    finally:
+        server.stop()
+
+
+def test_smtp_sender_refuses_an_untrusted_certificate() -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("localhost").configure_cert(server_context)
+    server = SmtpServer(security=SmtpSecurity.starttls, tls_context=server_context).start()
+    try:
+        sender = SmtpSender("localhost", server.port, security=SmtpSecurity.starttls)
+        with pytest.raises(ssl.SSLCertVerificationError):
             asyncio.run(sender.send(_message()))
         server.assert_no_more_email()
     finally:

@@ -65,6 +65,7 @@ class SmtpSender:
         username: str = "",
         password: str = "",
         timeout_seconds: float = 10.0,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -72,6 +73,8 @@ class SmtpSender:
         self.username = username
         self.password = password
         self.timeout_seconds = timeout_seconds
+        # The system's trusted CAs, with hostname checks; tests pass their own.
+        self.tls_context = tls_context or ssl.create_default_context()
 
     async def send(self, message: EmailMessage) -> None:
         await anyio.to_thread.run_sync(self._send, message)
@@ -82,12 +85,12 @@ class SmtpSender:
                 self.host,
                 self.port,
                 timeout=self.timeout_seconds,
-                context=ssl.create_default_context(),
+                context=self.tls_context,
             )
         connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout_seconds)
         if self.security is SmtpSecurity.starttls:
             try:
-                connection.starttls(context=ssl.create_default_context())
+                connection.starttls(context=self.tls_context)
             except BaseException:
                 connection.close()
                 raise
