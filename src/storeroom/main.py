@@ -9,6 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from storeroom import __version__
+from storeroom.auth.recovery.router import router as recovery_router
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
 from storeroom.core.db import create_engine, create_sessionmaker
@@ -35,10 +36,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.email_sender = create_sender(settings)
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.email_sender = create_sender(settings)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         try:
             yield
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix="/api/v1")
     api.include_router(auth_router)
+    api.include_router(recovery_router)
     api.include_router(users_router)
     app.include_router(api)
     app.include_router(health_router)

@@ -1,7 +1,7 @@
 """Auth: the errors this domain raises. Every credential failure is a 401 with the same body,
 so a caller learns nothing about which part was wrong."""
 
-from storeroom.core.errors import BadRequest, Unauthorized
+from storeroom.core.errors import Unauthorized
 
 
 class InvalidCredentials(Unauthorized):
@@ -22,13 +22,3 @@ class TokenExpired(Unauthorized):
 class NotAuthenticated(Unauthorized):
     detail = "Not authenticated"
     code = "not_authenticated"
-
-
-class InvalidResetToken(BadRequest):
-    detail = "The reset link is invalid or has already been used"
-    code = "invalid_reset_token"
-
-
-class ResetTokenExpired(BadRequest):
-    detail = "The reset link has expired; ask for a new one"
-    code = "reset_token_expired"

@@ -1,27 +1,11 @@
 """Auth: token responses."""
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field
-
-from storeroom.core.schemas import InputSchema
-from storeroom.users.schemas import Email, Password
+from pydantic import BaseModel
 
 
 class TokenResponse(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
-
-
-class PasswordRecoveryRequest(InputSchema):
-    email: Email
-
-
-class PasswordReset(InputSchema):
-    token: Annotated[str, Field(min_length=1, max_length=4096)]
-    new_password: Password
-
-
-class Acknowledgement(BaseModel):
-    detail: str

@@ -63,9 +63,6 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     access_token_minutes: int = Field(default=30, ge=1)
     refresh_token_days: int = Field(default=14, ge=1)
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    log_level: str = "INFO"
-    database_pool_size: int = Field(default=10, ge=1)
     public_url: str = "http://127.0.0.1:8000"
     email_backend: EmailBackend = EmailBackend.outbox
     email_from: str = "Storeroom <storeroom@localhost>"
@@ -76,6 +73,9 @@ class Settings(BaseSettings):
     email_security: SmtpSecurity = SmtpSecurity.starttls
     email_timeout_seconds: float = Field(default=10.0, gt=0)
     password_reset_minutes: int = Field(default=60, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: str = "INFO"
+    database_pool_size: int = Field(default=10, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

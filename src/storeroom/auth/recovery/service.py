@@ -1,4 +1,4 @@
-"""Auth: password recovery by email, the reset token and the reset it allows.
+"""Password recovery: the reset token, the email that carries it, and the reset it allows.
 
 No table: a reset token is a signed JWT of type "password_reset" that carries a keyed
 fingerprint of the account's email and current password hash. The reset changes the hash, so
@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from sqlalchemy import CursorResult, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storeroom.auth.exceptions import InvalidResetToken, ResetTokenExpired
+from storeroom.auth.recovery.exceptions import InvalidResetToken, ResetTokenExpired
 from storeroom.core.config import Settings
 from storeroom.core.db import utcnow
 from storeroom.core.security import (
