@@ -1,5 +1,6 @@
 """The outbox backend: every email becomes one whole .eml file a developer can open."""
 
+import re
 import stat
 import time
 from email import policy
@@ -10,7 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from storeroom.core.config import Settings
-from tests.conftest import register
+from tests.conftest import login, register
 
 
 def _wait_for_emails(outbox: Path, count: int = 1, timeout: float = 5.0) -> list[Path]:
@@ -61,20 +62,21 @@ def test_outbox_holds_only_finished_private_files(client: TestClient, settings: 
     ]
 
 
-def test_password_recovery_link_can_be_read_from_the_outbox(
-    client: TestClient, settings: Settings
-) -> None:
+def test_reset_link_reads_as_is_in_the_raw_eml_file(client: TestClient, settings: Settings) -> None:
+    """The README's recipe: grep the token out of the newest .eml, then reset with it."""
     register(client, "carol@example.com")
     _wait_for_emails(settings.outbox_dir)
-    assert (
-        client.post(
-            "/api/v1/auth/password-recovery", json={"email": "carol@example.com"}
-        ).status_code
-        == 202
-    )
+    response = client.post("/api/v1/auth/password-recovery", json={"email": "carol@example.com"})
+    assert response.status_code == 202
     newest = _wait_for_emails(settings.outbox_dir, count=2)[-1]
-    message = _parse(newest)
-    assert message["Subject"] == "Reset your Storeroom password"
-    body = message.get_body(preferencelist=("plain",))
-    assert body is not None
-    assert f"{settings.public_url}/reset-password?token=" in body.get_content()  # type: ignore[attr-defined]
+    assert _parse(newest)["Subject"] == "Reset your Storeroom password"
+    raw = newest.read_text(encoding="ascii")
+    assert f"{settings.public_url}/reset-password?token=" in raw
+    match = re.search(r"token=([A-Za-z0-9._-]+)", raw)
+    assert match is not None
+    reset = client.post(
+        "/api/v1/auth/reset-password",
+        json={"token": match[1], "new_password": "another-long-password"},
+    )
+    assert reset.status_code == 200
+    login(client, "carol@example.com", "another-long-password")

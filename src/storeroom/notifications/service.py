@@ -43,9 +43,20 @@ def compose(
     message["Date"] = format_datetime(datetime.now(UTC))
     # An explicit domain: make_msgid() would otherwise ask DNS for this host's name.
     message["Message-ID"] = make_msgid(domain=_domain_of(settings.email_from))
-    message.set_content(render(f"{template}.txt", **context))
-    message.add_alternative(render(f"{template}.html", **context), subtype="html")
+    text = render(f"{template}.txt", **context)
+    html = render(f"{template}.html", **context)
+    message.set_content(text, cte=_transfer_encoding(text))
+    message.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
     return message
+
+
+def _transfer_encoding(body: str) -> str | None:
+    """7bit whenever the body allows it (ASCII, lines within RFC 5322's 998 characters), so a
+    link reads as is in the raw .eml file; otherwise the library picks quoted-printable or
+    base64."""
+    if body.isascii() and all(len(line) <= 998 for line in body.splitlines()):
+        return "7bit"
+    return None
 
 
 def _domain_of(address: str) -> str:
