@@ -71,6 +71,7 @@ def test_reset_link_reads_as_is_in_the_raw_eml_file(client: TestClient, settings
     newest = _wait_for_emails(settings.outbox_dir, count=2)[-1]
     assert _parse(newest)["Subject"] == "Reset your Storeroom password"
     raw = newest.read_text(encoding="ascii")
+    assert re.search(r"^Subject: Reset your Storeroom password\r?$", raw, re.MULTILINE)
     assert f"{settings.public_url}/reset-password?token=" in raw
     match = re.search(r"token=([A-Za-z0-9._-]+)", raw)
     assert match is not None
