@@ -9,12 +9,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from storeroom import __version__
+from storeroom.auth.recovery.router import router as recovery_router
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
 from storeroom.core.db import create_engine, create_reader, create_sessionmaker
 from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.health.router import router as health_router
+from storeroom.notifications.senders import create_sender
 from storeroom.users.router import router as users_router
 
 logger = logging.getLogger("storeroom")
@@ -34,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.email_sender = create_sender(settings)
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Any request body can be malformed (400) or invalid (422).
     api = APIRouter(prefix="/api/v1", responses=error_responses(400, 422))
     api.include_router(auth_router)
+    api.include_router(recovery_router)
     api.include_router(users_router)
     app.include_router(health_router)  # first: probes are hit often and must match fast
     app.include_router(api)
