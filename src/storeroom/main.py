@@ -9,9 +9,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from storeroom import __version__
+from storeroom.auth.api_keys.router import router as api_keys_router
+from storeroom.auth.rate_limit import create_login_limiter
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
-from storeroom.core.db import create_engine, create_sessionmaker
+from storeroom.core.db import create_engine, create_sessionmaker, utcnow
 from storeroom.core.errors import install_error_handlers
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.health.router import router as health_router
@@ -23,8 +25,10 @@ DESCRIPTION = """
 Storeroom: accounts and authentication, a catalog of user-owned items, file storage,
 background jobs, notifications, live events and exports.
 
-Authenticate with **Authorize** (email as `username`), or send `Authorization: Bearer <token>`
-from `POST /api/v1/auth/token`. Every error has the body `{"detail", "code", "errors"?}`.
+Authenticate with **Authorize**, with any of: `Authorization: Bearer <token>` from
+`POST /api/v1/auth/token` (email as `username`; renew it at `POST /api/v1/auth/refresh`),
+`Authorization: Basic base64(email:password)`, or `X-API-Key: sr_...` from
+`POST /api/v1/users/me/api-keys`. Every error has the body `{"detail", "code", "errors"?}`.
 """
 
 
@@ -37,10 +41,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.login_limiter = create_login_limiter(settings, app.state.sessionmaker)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         try:
             yield
         finally:
+            await app.state.login_limiter.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -51,10 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
+    app.state.clock = utcnow
 
     api = APIRouter(prefix="/api/v1")
     api.include_router(auth_router)
     api.include_router(users_router)
+    api.include_router(api_keys_router)
     app.include_router(api)
     app.include_router(health_router)
 

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     database_pool_size: int = Field(default=10, ge=1)
+    redis_url: str | None = None
+    redis_key_prefix: str = "storeroom:"
+    login_max_failures: int = Field(default=10, ge=1)
+    login_failure_window_seconds: int = Field(default=300, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
