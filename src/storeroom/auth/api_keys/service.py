@@ -93,7 +93,7 @@ async def authenticate(
     ).first()
     if row is None:
         raise InvalidToken()
-    api_key, user = row.tuple()
+    api_key, user = row
     # The index lookup is by hash, so its timing says nothing usable about the key; the final
     # comparison is constant-time all the same, whatever the database does.
     if not hmac.compare_digest(api_key.key_hash, digest):
