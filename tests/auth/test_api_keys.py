@@ -4,9 +4,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
+from storeroom.auth.api_keys import service as api_keys_service
 from storeroom.auth.dependencies import RequireScope, current_credential
 from storeroom.auth.schemas import Scope
 from storeroom.core.config import Settings
@@ -147,6 +149,19 @@ def test_another_users_key_is_404_like_a_missing_one(
     assert other.json()["detail"] == missing.json()["detail"]
     assert client.get("/api/v1/users/me/api-keys", headers=alice).json()["total"] == 0
     assert client.get("/api/v1/users/me", headers=with_key(bobs["key"])).status_code == 200
+
+
+def test_a_user_may_hold_only_so_many_keys(
+    client: TestClient, alice: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_keys_service, "MAX_KEYS_PER_USER", 2)
+    first = create_key(client, alice)
+    create_key(client, alice)
+    refused = client.post("/api/v1/users/me/api-keys", json={"name": "third"}, headers=alice)
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "too_many_api_keys"
+    client.delete(f"/api/v1/users/me/api-keys/{first['id']}", headers=alice)
+    create_key(client, alice)
 
 
 def test_keys_of_a_deleted_account_stop_working(client: TestClient, alice: dict[str, str]) -> None:

@@ -1,6 +1,6 @@
 """API keys: the errors this part of auth raises."""
 
-from storeroom.core.errors import BadRequest, NotFound
+from storeroom.core.errors import BadRequest, Conflict, NotFound
 
 
 class ApiKeyNotFound(NotFound):
@@ -11,3 +11,8 @@ class ApiKeyNotFound(NotFound):
 class ExpiryInThePast(BadRequest):
     detail = "expires_at must be in the future"
     code = "expiry_in_the_past"
+
+
+class TooManyApiKeys(Conflict):
+    detail = "Too many API keys; revoke one first"
+    code = "too_many_api_keys"

@@ -20,7 +20,7 @@ router = APIRouter(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
-    responses=error_responses(400, 403),
+    responses=error_responses(400, 403, 409),
     dependencies=[require_scope("write")],
     summary="Create an API key (the key is shown only in this response)",
 )

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storeroom.auth.api_keys.exceptions import ApiKeyNotFound, ExpiryInThePast
+from storeroom.auth.api_keys.exceptions import ApiKeyNotFound, ExpiryInThePast, TooManyApiKeys
 from storeroom.auth.api_keys.models import ApiKey
 from storeroom.auth.api_keys.schemas import ApiKeyCreate
 from storeroom.auth.exceptions import InvalidToken
@@ -20,6 +20,7 @@ KEY_PREFIX = "sr_"
 KEY_BYTES = 32
 DISPLAY_PREFIX_LENGTH = len(KEY_PREFIX) + 8
 MAX_KEY_LENGTH = 128
+MAX_KEYS_PER_USER = 100
 # last_used_at is kept to the minute, so a busy key does not write on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -30,6 +31,8 @@ async def create(
     """The new key's row and the key itself, which is not stored and cannot be shown again."""
     if data.expires_at is not None and data.expires_at <= now:
         raise ExpiryInThePast()
+    if await _count(session, user) >= MAX_KEYS_PER_USER:
+        raise TooManyApiKeys()
     key = KEY_PREFIX + new_opaque_token(KEY_BYTES)
     api_key = ApiKey(
         user_id=user.id,
@@ -48,9 +51,7 @@ async def create(
 async def list_keys(
     session: AsyncSession, user: User, page: PageParams
 ) -> tuple[Sequence[ApiKey], int]:
-    total = await session.scalar(
-        select(func.count()).select_from(ApiKey).where(ApiKey.user_id == user.id)
-    )
+    total = await _count(session, user)
     rows = await session.scalars(
         select(ApiKey)
         .where(ApiKey.user_id == user.id)
@@ -58,7 +59,14 @@ async def list_keys(
         .offset(page.offset)
         .limit(page.limit)
     )
-    return rows.all(), total or 0
+    return rows.all(), total
+
+
+async def _count(session: AsyncSession, user: User) -> int:
+    total = await session.scalar(
+        select(func.count()).select_from(ApiKey).where(ApiKey.user_id == user.id)
+    )
+    return total or 0
 
 
 async def get_owned(session: AsyncSession, user: User, key_id: int) -> ApiKey:
