@@ -17,7 +17,7 @@ from storeroom.auth.exceptions import InsufficientScope, InvalidCredentials, Not
 from storeroom.auth.rate_limit import LoginLimiter
 from storeroom.auth.schemas import Scope
 from storeroom.core.db import DbSession
-from storeroom.core.dependencies import AppSettings, ClientIp, Now
+from storeroom.core.dependencies import AppSettings, client_ip, current_time
 from storeroom.core.errors import PermissionDenied
 from storeroom.users.models import User
 
@@ -59,7 +59,7 @@ api_key_scheme = APIKeyHeader(
 )
 
 
-def get_login_limiter(request: Request) -> LoginLimiter:
+async def get_login_limiter(request: Request) -> LoginLimiter:
     limiter: LoginLimiter = request.app.state.login_limiter
     return limiter
 
@@ -76,16 +76,17 @@ class Credential:
 
 
 async def current_credential(
+    request: Request,
     session: DbSession,
     settings: AppSettings,
-    now: Now,
-    client: ClientIp,
-    limiter: LoginLimiterDep,
     token: Annotated[str | None, Depends(bearer_scheme)],
     basic: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Credential:
+    # The clock, the limiter and the caller's address are looked up only by the credentials
+    # that use them: the Bearer path, the busiest, resolves nothing more than it needs.
     if api_key is not None:
+        now = await current_time(request)
         user, scope = await api_keys_service.authenticate(session, api_key, now=now)
         return Credential(user, scope)
     if token:
@@ -94,7 +95,12 @@ async def current_credential(
         )
     if basic is not None:
         user = await auth_service.login(
-            session, limiter, basic.username, basic.password, client_ip=client, now=now
+            session,
+            await get_login_limiter(request),
+            basic.username,
+            basic.password,
+            client_ip=await client_ip(request),
+            now=await current_time(request),
         )
         return Credential(user, Scope.write)
     raise NotAuthenticated()

@@ -17,7 +17,7 @@ def get_app_settings(request: Request) -> Settings:
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
 
 
-def current_time(request: Request) -> datetime:
+async def current_time(request: Request) -> datetime:
     """Now, from the app's clock (`app.state.clock`), so tests can move time instead of
     sleeping."""
     clock: Callable[[], datetime] = request.app.state.clock
@@ -29,7 +29,7 @@ Now = Annotated[datetime, Depends(current_time)]
 MAX_CLIENT_IP_LENGTH = 45  # the longest textual IPv6 address
 
 
-def client_ip(request: Request) -> str:
+async def client_ip(request: Request) -> str:
     """The caller's address (uvicorn resolves X-Forwarded-For from trusted proxies)."""
     host = request.client.host if request.client else "unknown"
     return host[:MAX_CLIENT_IP_LENGTH]
