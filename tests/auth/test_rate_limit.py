@@ -1,10 +1,13 @@
 """Failed-login limits over HTTP (database-backed): per account, per client IP, with
 Retry-After, lifted when the window has passed."""
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pwdlib.hashers.bcrypt import BcryptHasher
 
+from storeroom.users.models import User
 from tests.auth.conftest import MAX_FAILURES, WINDOW_SECONDS, failed_login
-from tests.conftest import PASSWORD, FakeClock, client_from, register
+from tests.conftest import PASSWORD, FakeClock, client_from, register, run_in_app
 
 
 def login_status(client: TestClient, email: str, password: str = PASSWORD) -> int:
@@ -75,3 +78,26 @@ def test_a_login_does_not_reset_another_addresses_failures(client: TestClient) -
     failed_login(attacker, "alice@example.com")
     assert login_status(attacker, "alice@example.com") == 429
     assert login_status(client, "alice@example.com") == 429
+
+
+def test_a_login_after_a_failure_still_upgrades_an_old_bcrypt_hash(client: TestClient) -> None:
+    alice = register(client, "alice@example.com")
+
+    async def use_bcrypt() -> None:
+        app: FastAPI = client.app  # type: ignore[assignment]
+        async with app.state.sessionmaker() as session, session.begin():
+            user = await session.get(User, alice["id"])
+            assert user is not None
+            user.hashed_password = BcryptHasher().hash(PASSWORD)
+
+    async def stored_hash() -> str:
+        app: FastAPI = client.app  # type: ignore[assignment]
+        async with app.state.sessionmaker() as session:
+            user = await session.get(User, alice["id"])
+            assert user is not None
+            return user.hashed_password
+
+    run_in_app(client, use_bcrypt)
+    failed_login(client, "alice@example.com")
+    assert login_status(client, "alice@example.com") == 200
+    assert run_in_app(client, stored_hash).startswith("$argon2")

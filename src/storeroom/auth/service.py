@@ -44,8 +44,9 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     if user is None or not check.valid or not user.is_active:
         raise InvalidCredentials()
     if check.new_hash:  # an old bcrypt hash: upgrade it now that we know the password
+        # Written at the request's commit, not flushed now: on SQLite a flush would hold the
+        # write lock while the login limiter writes through its own connection.
         user.hashed_password = check.new_hash
-        await session.flush()
     return user
 
 
