@@ -49,11 +49,13 @@ class _LenientHTTPBasic(HTTPBasic):
 
 
 basic_scheme = _LenientHTTPBasic(
+    scheme_name="HTTPBasic",
     auto_error=False,
     description="Email and password on every request. Each request pays a password hash.",
 )
 api_key_scheme = APIKeyHeader(
     name="X-API-Key",
+    scheme_name="APIKey",
     auto_error=False,
     description="Personal API key from POST /api/v1/users/me/api-keys.",
 )
