@@ -1,6 +1,8 @@
 """Every domain's tables, imported in one place so Alembic and the tests see the whole schema."""
 
+from storeroom.auth.api_keys.models import ApiKey
+from storeroom.auth.models import LoginFailure, RefreshToken
 from storeroom.core.db import Base
 from storeroom.users.models import User
 
-__all__ = ["Base", "User"]
+__all__ = ["ApiKey", "Base", "LoginFailure", "RefreshToken", "User"]
