@@ -15,6 +15,7 @@ from storeroom.core.db import create_engine, create_sessionmaker
 from storeroom.core.errors import install_error_handlers
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.health.router import router as health_router
+from storeroom.items.router import router as items_router
 from storeroom.users.router import router as users_router
 
 logger = logging.getLogger("storeroom")
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix="/api/v1")
     api.include_router(auth_router)
     api.include_router(users_router)
+    api.include_router(items_router)
     app.include_router(api)
     app.include_router(health_router)
 
