@@ -12,7 +12,7 @@ from storeroom import __version__
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
 from storeroom.core.db import create_engine, create_sessionmaker
-from storeroom.core.errors import install_error_handlers
+from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.health.router import router as health_router
 from storeroom.items.router import router as items_router
@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
 
-    api = APIRouter(prefix="/api/v1")
+    # Any request body can be malformed (400) or invalid (422).
+    api = APIRouter(prefix="/api/v1", responses=error_responses(400, 422))
     api.include_router(auth_router)
     api.include_router(users_router)
     api.include_router(items_router)
