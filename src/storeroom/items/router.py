@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from storeroom.auth.dependencies import CurrentUser
@@ -22,6 +22,14 @@ _ETAG_HEADER: dict[str, Any] = {
         "description": 'The item\'s version as a weak entity tag, e.g. W/"3".',
         "schema": {"type": "string"},
     }
+}
+
+_PATCH_EXAMPLES: dict[str, Any] = {
+    "price": {"summary": "Change the price only", "value": {"price": "599.00"}},
+    "clear": {
+        "summary": "Drop every tag and the description",
+        "value": {"tags": [], "description": None},
+    },
 }
 
 _EXPORT_MEDIA_TYPES = {
@@ -107,7 +115,7 @@ async def export_items(
 
 
 @router.get(
-    "/{item_id}",
+    "/{item_id:int}",
     response_model=ItemRead,
     responses={
         200: {"headers": _ETAG_HEADER},
@@ -124,14 +132,14 @@ async def read_item(item: VisibleItem, response: Response, if_none_match: IfNone
 
 
 @router.patch(
-    "/{item_id}",
+    "/{item_id:int}",
     response_model=ItemRead,
     responses={200: {"headers": _ETAG_HEADER}, **error_responses(404, 412)},
     summary="Change the fields sent (If-Match guards against lost updates)",
 )
 async def update_item(
     item: OwnedItem,
-    changes: ItemUpdate,
+    changes: Annotated[ItemUpdate, Body(openapi_examples=_PATCH_EXAMPLES)],
     session: DbSession,
     response: Response,
     if_match: IfMatch,
@@ -142,7 +150,7 @@ async def update_item(
 
 
 @router.delete(
-    "/{item_id}",
+    "/{item_id:int}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=error_responses(404, 412),
     summary="Delete an item",

@@ -146,10 +146,6 @@ class ItemUpdate(PatchSchema):
     tax: TaxPercent | None = None
     tags: Tags | None = None
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"price": "599.00"}, {"tags": [], "description": None}]}
-    )
-
 
 class ItemRead(ReadSchema):
     id: int
