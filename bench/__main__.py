@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["foundation"]
+BENCHMARKS = ["foundation", "items"]
 
 
 def main(argv: list[str]) -> None:
