@@ -80,7 +80,8 @@ def test_invalid_list_parameters_are_422_in_the_error_shape(
     client: TestClient, alice: dict[str, str]
 ) -> None:
     for params in INVALID_LIST_PARAMS:
-        for path in (ITEMS, f"{ITEMS}/export"):
+        filters_only = set(params) <= {"q", "tag", "owner_id"}
+        for path in (ITEMS, f"{ITEMS}/export") if filters_only else (ITEMS,):
             response = client.get(path, params=params, headers=alice)
             assert response.status_code == 422, (path, params)
             body = response.json()
