@@ -72,6 +72,10 @@ async def _seed(database_url: str, owners: dict[int, tuple[int, bool]]) -> None:
     async with engine.begin() as connection:
         for owner_id, (count, with_tags) in owners.items():
             await connection.execute(_SEED_ITEMS, {"owner_id": owner_id, "count": count})
+            await connection.execute(
+                text("INSERT INTO item_counts (owner_id, total) VALUES (:owner_id, :count)"),
+                {"owner_id": owner_id, "count": count},
+            )
             if with_tags:
                 await connection.execute(_SEED_TAGS, {"owner_id": owner_id})
     async with engine.connect() as connection:

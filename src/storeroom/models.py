@@ -1,7 +1,7 @@
 """Every domain's tables, imported in one place so Alembic and the tests see the whole schema."""
 
 from storeroom.core.db import Base
-from storeroom.items.models import Item, ItemTag
+from storeroom.items.models import Item, ItemCount, ItemTag
 from storeroom.users.models import User
 
-__all__ = ["Base", "Item", "ItemTag", "User"]
+__all__ = ["Base", "Item", "ItemCount", "ItemTag", "User"]
