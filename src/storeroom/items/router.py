@@ -70,15 +70,8 @@ async def list_items(
         ItemSort.created_at_desc
     ),
 ) -> Response:
-    items, total = await items_service.list_items(session, filters, page, sort)
-    body = ItemPage(
-        items=[ItemRead.model_validate(item) for item in items],
-        total=total,
-        offset=page.offset,
-        limit=page.limit,
-    )
-    # Already validated: serialize once instead of letting response_model check it again.
-    return Response(body.model_dump_json(), media_type="application/json")
+    records, total = await items_service.list_items(session, filters, page, sort)
+    return Response(items_service.page_json(records, total, page), media_type="application/json")
 
 
 @router.get(
