@@ -146,6 +146,9 @@ def test_superuser_reads_another_owners_items_but_cannot_change_them(
     listed = client.get(ITEMS, params={"owner_id": alices}, headers=admin).json()
     assert [row["id"] for row in listed["items"]] == [item["id"]]
     assert client.get(path, params={"owner_id": alices}, headers=admin).json() == item
+    exported = client.get(f"{ITEMS}/export", params={"owner_id": alices}, headers=admin)
+    assert [line for line in exported.text.splitlines()] == [exported.text.strip()]
+    assert exported.text.strip().startswith(f'{{"id":{item["id"]},')
     assert client.get(path, headers=admin).status_code == 404
     assert client.patch(path, json={"name": "x"}, headers=admin).status_code == 404
     assert client.delete(path, headers=admin).status_code == 404

@@ -1,12 +1,12 @@
 """Items: catalog logic. Takes the session explicitly; raises domain errors."""
 
+import asyncio
+import contextlib
 import csv
 import io
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -333,10 +333,6 @@ def _export_statement(has_q: bool, tag_count: int) -> AnySelect:
     )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def _ndjson_lines(rows: Sequence[Any]) -> bytes:
     dumps = orjson.dumps
     option = _JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE
@@ -358,48 +354,59 @@ class _CsvBuffer:
 
 
 def _csv_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
+    # Runs once per exported row. orjson formats the timestamps of a whole batch in one call
+    # (several times faster than datetime.isoformat), in the same form as the JSON responses.
+    stamps = orjson.loads(orjson.dumps([(row[8], row[9]) for row in rows], option=_JSON_OPTIONS))
     return [
-        (
-            row[0],
-            row[2],
-            row[3] if row[3] is not None else "",
-            _money(row[4]),
-            _money(row[5]),
-            row[6],
-            _iso(row[8]),
-            _iso(row[9]),
-        )
-        for row in rows
+        (row[0], row[2], row[3] or "", str(row[4]), str(row[5]), row[6], created, updated)
+        for row, (created, updated) in zip(rows, stamps, strict=True)
     ]
 
 
-def _money(value: Decimal) -> str:
-    return str(value)
+async def _next_batch(
+    connection: AsyncConnection, filters: ItemFilters, after_id: int
+) -> Sequence[Any]:
+    rows = await fetch_export_batch(connection, filters, after_id)
+    # End the batch's transaction: no lock or snapshot is held while the client reads.
+    await connection.rollback()
+    return rows
 
 
 async def _export_chunks(
     engine: AsyncEngine, filters: ItemFilters, export_format: ExportFormat
 ) -> AsyncGenerator[bytes]:
+    """Batches are pipelined: the query for the next batch is on its way to the database
+    while this one is formatted and sent."""
     csv_buffer = _CsvBuffer() if export_format is ExportFormat.csv else None
     if csv_buffer is not None:
         csv_buffer.writer.writerow(CSV_COLUMNS)
     async with engine.connect() as connection:
-        after_id = 0
-        first = True
-        while True:
-            rows = await fetch_export_batch(connection, filters, after_id)
-            await connection.rollback()  # end the batch's transaction: no long-lived snapshot
-            if csv_buffer is not None:
-                csv_buffer.writer.writerows(_csv_rows(rows))
-                chunk = csv_buffer.take()
-            else:
-                chunk = _ndjson_lines(rows)
-            if chunk or first:
-                yield chunk
-            first = False
-            if len(rows) < EXPORT_BATCH_SIZE:
-                return
-            after_id = rows[-1][0]
+        pending = asyncio.ensure_future(_next_batch(connection, filters, 0))
+        try:
+            first = True
+            while True:
+                rows = await pending
+                more = len(rows) == EXPORT_BATCH_SIZE
+                if more:
+                    pending = asyncio.ensure_future(_next_batch(connection, filters, rows[-1][0]))
+                    await asyncio.sleep(0)  # let it send the query before we format
+                if csv_buffer is not None:
+                    csv_buffer.writer.writerows(_csv_rows(rows))
+                    chunk = csv_buffer.take()
+                else:
+                    chunk = _ndjson_lines(rows)
+                if chunk or first:
+                    yield chunk
+                first = False
+                if not more:
+                    return
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            elif not pending.cancelled():
+                pending.exception()  # retrieved, so asyncio does not warn about it
 
 
 async def open_export(
