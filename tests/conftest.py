@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from storeroom.core.migrations import upgrade
 from storeroom.main import create_app
 from storeroom.models import Base
 from storeroom.users.models import User
+from tests.smtp import SmtpServer
 
 T = TypeVar("T")
 
@@ -208,3 +210,39 @@ def admin(client: TestClient) -> dict[str, str]:
     user = register(client, "admin@example.com")
     promote_to_superuser(client, user["id"])
     return login(client, "admin@example.com")
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server in the test process; override `settings` with
+    `settings.model_copy(update=smtp_server.settings_update())` to send the app's email to it."""
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+class FakeClock:
+    """The app's clock (`app.state.clock`), moved by hand instead of by sleeping."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(app: FastAPI) -> FakeClock:
+    fake = FakeClock(datetime.now(UTC))
+    app.state.clock = fake
+    return fake
+
+
+def client_from(client: TestClient, host: str) -> TestClient:
+    """Another client of the same running app, calling from address `host`."""
+    other = TestClient(client.app, raise_server_exceptions=False, client=(host, 50000))
+    other.portal = client.portal  # share the app's event loop and lifespan state
+    return other

@@ -9,13 +9,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from storeroom import __version__
+from storeroom.auth.api_keys.router import router as api_keys_router
+from storeroom.auth.rate_limit import create_login_limiter
+from storeroom.auth.recovery.router import router as recovery_router
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
-from storeroom.core.db import create_engine, create_sessionmaker
+from storeroom.core.db import create_engine, create_reader, create_sessionmaker, utcnow
 from storeroom.core.errors import error_responses, install_error_handlers
+from storeroom.core.openapi import document_credential_errors
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.health.router import router as health_router
 from storeroom.items.router import router as items_router
+from storeroom.notifications.senders import create_sender
 from storeroom.users.router import router as users_router
 
 logger = logging.getLogger("storeroom")
@@ -24,8 +29,10 @@ DESCRIPTION = """
 Storeroom: accounts and authentication, a catalog of user-owned items, file storage,
 background jobs, notifications, live events and exports.
 
-Authenticate with **Authorize** (email as `username`), or send `Authorization: Bearer <token>`
-from `POST /api/v1/auth/token`. Every error has the body `{"detail", "code", "errors"?}`.
+Authenticate with **Authorize**, with any of: `Authorization: Bearer <token>` from
+`POST /api/v1/auth/token` (email as `username`; renew it at `POST /api/v1/auth/refresh`),
+`Authorization: Basic base64(email:password)`, or `X-API-Key: sr_...` from
+`POST /api/v1/users/me/api-keys`. Every error has the body `{"detail", "code", "errors"?}`.
 """
 
 
@@ -35,13 +42,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.email_sender = create_sender(settings)
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.reader = create_reader(engine)
+        app.state.login_limiter = create_login_limiter(settings, app.state.sessionmaker)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         try:
             yield
         finally:
+            await app.state.login_limiter.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -52,20 +63,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
+    app.state.clock = utcnow
 
     # Any request body can be malformed (400) or invalid (422).
     api = APIRouter(prefix="/api/v1", responses=error_responses(400, 422))
     api.include_router(auth_router)
+    api.include_router(recovery_router)
     api.include_router(users_router)
+    api.include_router(api_keys_router)
     api.include_router(items_router)
+    app.include_router(health_router)  # first: probes are hit often and must match fast
     app.include_router(api)
-    app.include_router(health_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs", status_code=307)
 
     install_error_handlers(app)
+    document_credential_errors(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

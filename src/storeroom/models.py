@@ -1,7 +1,18 @@
 """Every domain's tables, imported in one place so Alembic and the tests see the whole schema."""
 
+from storeroom.auth.api_keys.models import ApiKey
+from storeroom.auth.models import LoginFailure, RefreshToken
 from storeroom.core.db import Base
 from storeroom.items.models import Item, ItemCount, ItemTag
 from storeroom.users.models import User
 
-__all__ = ["Base", "Item", "ItemCount", "ItemTag", "User"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Item",
+    "ItemCount",
+    "ItemTag",
+    "LoginFailure",
+    "RefreshToken",
+    "User",
+]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from storeroom.auth.dependencies import CurrentUser
+from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
@@ -42,9 +42,10 @@ _EXPORT_MEDIA_TYPES = {
 
 @router.post(
     "",
+    dependencies=[require_scope("write")],
     status_code=status.HTTP_201_CREATED,
     response_model=ItemRead,
-    responses={201: {"headers": _ETAG_HEADER}},
+    responses={201: {"headers": _ETAG_HEADER}, **error_responses(403)},
     summary="Add an item to the caller's catalog",
 )
 async def create_item(
@@ -130,8 +131,9 @@ async def read_item(item: VisibleItem, response: Response, if_none_match: IfNone
 
 @router.patch(
     "/{item_id:int}",
+    dependencies=[require_scope("write")],
     response_model=ItemRead,
-    responses={200: {"headers": _ETAG_HEADER}, **error_responses(404, 412)},
+    responses={200: {"headers": _ETAG_HEADER}, **error_responses(403, 404, 412)},
     summary="Change the fields sent (If-Match guards against lost updates)",
 )
 async def update_item(
@@ -148,8 +150,9 @@ async def update_item(
 
 @router.delete(
     "/{item_id:int}",
+    dependencies=[require_scope("write")],
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(404, 412),
+    responses=error_responses(403, 404, 412),
     summary="Delete an item",
 )
 async def delete_item(item: OwnedItem, session: DbSession, if_match: IfMatch) -> None:
