@@ -19,6 +19,7 @@ from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.openapi import document_credential_errors
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.health.router import router as health_router
+from storeroom.items.router import router as items_router
 from storeroom.notifications.senders import create_sender
 from storeroom.users.router import router as users_router
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(recovery_router)
     api.include_router(users_router)
     api.include_router(api_keys_router)
+    api.include_router(items_router)
     app.include_router(health_router)  # first: probes are hit often and must match fast
     app.include_router(api)
 

@@ -3,6 +3,16 @@
 from storeroom.auth.api_keys.models import ApiKey
 from storeroom.auth.models import LoginFailure, RefreshToken
 from storeroom.core.db import Base
+from storeroom.items.models import Item, ItemCount, ItemTag
 from storeroom.users.models import User
 
-__all__ = ["ApiKey", "Base", "LoginFailure", "RefreshToken", "User"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Item",
+    "ItemCount",
+    "ItemTag",
+    "LoginFailure",
+    "RefreshToken",
+    "User",
+]
