@@ -1,7 +1,7 @@
 """Create the items catalog, its tag index and the per-owner item counts.
 
 Revision ID: 0003_items
-Revises: 0001_users
+Revises: 0002_auth_credentials
 Create Date: 2026-11-25
 """
 
@@ -15,7 +15,7 @@ from storeroom.core.db import UTCDateTime
 from storeroom.core.types import ExactDecimal
 
 revision: str = "0003_items"
-down_revision: str | Sequence[str] | None = "0001_users"
+down_revision: str | Sequence[str] | None = "0002_auth_credentials"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
