@@ -106,7 +106,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.rollback()
             raise
         else:
-            await session.commit()
+            if session.in_transaction():  # a request that never touched the database skips it
+                await session.commit()
 
 
 DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
