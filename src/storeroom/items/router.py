@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from storeroom.auth.dependencies import CurrentUser, require_scope
-from storeroom.core.db import DbSession
+from storeroom.core.db import DbReader, DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
 from storeroom.items import service as items_service
@@ -66,12 +66,12 @@ async def create_item(
 async def list_items(
     filters: Filters,
     page: Pagination,
-    session: DbSession,
+    reader: DbReader,
     sort: Annotated[ItemSort, Query(description="Sort key; `-` for descending.")] = (
         ItemSort.created_at_desc
     ),
 ) -> Response:
-    records, total = await items_service.list_items(session, filters, page, sort)
+    records, total = await items_service.list_items(reader, filters, page, sort)
     return Response(items_service.page_json(records, total, page), media_type="application/json")
 
 

@@ -221,25 +221,25 @@ def _total_statement(has_q: bool, tag_count: int) -> AnySelect:
 
 
 async def list_items(
-    session: AsyncSession, filters: ItemFilters, page: PageParams, sort: ItemSort
+    reader: AsyncEngine, filters: ItemFilters, page: PageParams, sort: ItemSort
 ) -> tuple[list[dict[str, Any]], int]:
     """One page (as JSON-ready records) and the total, in one round trip: the total rides
-    along as an uncorrelated scalar subquery, computed once. Only a page past the end needs a
-    second query for it."""
+    along as an uncorrelated scalar subquery, computed once, and the single statement runs in
+    autocommit (no BEGIN/COMMIT around it). Only a page past the end needs a second query."""
     params = filters.params()
-    # Core on the session's connection: no ORM entities to build for a read-only page.
-    connection = await session.connection()
-    rows = (
-        await connection.execute(
-            _page_statement(*filters.shape, sort),
-            {**params, "offset": page.offset, "limit": page.limit},
-        )
-    ).all()
-    if rows:
-        return [item_record(row) for row in rows], int(rows[0][10])
-    if page.offset == 0:
-        return [], 0
-    count = await connection.scalar(_total_statement(*filters.shape), params)
+    # Core, not the ORM: no entities to build for a read-only page.
+    async with reader.connect() as connection:
+        rows = (
+            await connection.execute(
+                _page_statement(*filters.shape, sort),
+                {**params, "offset": page.offset, "limit": page.limit},
+            )
+        ).all()
+        if rows:
+            return [item_record(row) for row in rows], int(rows[0][10])
+        if page.offset == 0:
+            return [], 0
+        count = await connection.scalar(_total_statement(*filters.shape), params)
     return [], int(count or 0)
 
 
