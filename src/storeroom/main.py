@@ -14,6 +14,9 @@ from storeroom.core.config import Settings, get_settings
 from storeroom.core.db import create_engine, create_sessionmaker
 from storeroom.core.errors import install_error_handlers
 from storeroom.core.requests import RequestContextMiddleware
+from storeroom.files import service as files_service
+from storeroom.files.router import router as files_router
+from storeroom.files.storage import create_storage
 from storeroom.health.router import router as health_router
 from storeroom.users.router import router as users_router
 
@@ -39,7 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = create_sessionmaker(engine)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         try:
-            yield
+            async with files_service.incomplete_upload_sweeper(
+                app.state.file_storage, settings.file_sweep_interval_seconds
+            ):
+                yield
         finally:
             await engine.dispose()
 
@@ -51,10 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
+    app.state.file_storage = create_storage(settings)
 
     api = APIRouter(prefix="/api/v1")
     api.include_router(auth_router)
     api.include_router(users_router)
+    api.include_router(files_router)
     app.include_router(api)
     app.include_router(health_router)
 

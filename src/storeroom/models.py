@@ -1,6 +1,7 @@
 """Every domain's tables, imported in one place so Alembic and the tests see the whole schema."""
 
 from storeroom.core.db import Base
+from storeroom.files.models import StoredFile
 from storeroom.users.models import User
 
-__all__ = ["Base", "User"]
+__all__ = ["Base", "StoredFile", "User"]

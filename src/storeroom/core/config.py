@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     database_pool_size: int = Field(default=10, ge=1)
+    max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    user_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
+    file_sweep_interval_seconds: float = Field(default=900, gt=0)
+    file_fsync: bool = True
 
     @field_validator("cors_origins", mode="before")
     @classmethod
