@@ -12,12 +12,13 @@ from storeroom import __version__
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
 from storeroom.core.db import create_engine, create_sessionmaker
-from storeroom.core.errors import install_error_handlers
+from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.files import service as files_service
 from storeroom.files.router import router as files_router
 from storeroom.files.storage import create_storage
 from storeroom.health.router import router as health_router
+from storeroom.items.router import router as items_router
 from storeroom.users.router import router as users_router
 
 logger = logging.getLogger("storeroom")
@@ -59,9 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.file_storage = create_storage(settings)
 
-    api = APIRouter(prefix="/api/v1")
+    # Any request body can be malformed (400) or invalid (422).
+    api = APIRouter(prefix="/api/v1", responses=error_responses(400, 422))
     api.include_router(auth_router)
     api.include_router(users_router)
+    api.include_router(items_router)
     api.include_router(files_router)
     app.include_router(api)
     app.include_router(health_router)

@@ -206,3 +206,14 @@ def test_superuser_gets_404_for_missing_user(client: TestClient, admin: dict[str
     assert client.get("/api/v1/users/424242", headers=admin).status_code == 404
     assert client.get("/api/v1/users/0", headers=admin).status_code == 422
     assert client.get("/api/v1/users/99999999999999", headers=admin).status_code == 422
+
+
+def test_superuser_cannot_deactivate_or_demote_themselves(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    admin_id = client.get("/api/v1/users/me", headers=admin).json()["id"]
+    for change in ({"is_active": False}, {"is_superuser": False}):
+        response = client.patch(f"/api/v1/users/{admin_id}", json=change, headers=admin)
+        assert response.status_code == 403
+    me = client.get("/api/v1/users/me", headers=admin).json()
+    assert me["is_active"] is True and me["is_superuser"] is True

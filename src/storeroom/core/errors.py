@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from storeroom.core.requests import current_request_id
 
@@ -174,10 +175,30 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.detail, code=exc.code, headers=exc.headers)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Starlette's 405 names only the first route that matched the path, and FastAPI registers
+    one route per method: ask the router which methods would fully match this path."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return error_response(exc.status_code, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(exc.status_code, detail, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,6 +1,6 @@
 """Schema bases shared by every domain."""
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
@@ -11,10 +11,29 @@ class InputSchema(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+def _drop_null_from_schema(schema: dict[str, Any], model: type[Any]) -> None:
+    """Advertise what PatchSchema accepts: a field may be left out, but null only where the
+    model says so."""
+    nullable: frozenset[str] = getattr(model, "nullable_fields", frozenset())
+    for name, prop in schema.get("properties", {}).items():
+        if name in nullable or "anyOf" not in prop:
+            continue
+        options = [option for option in prop["anyOf"] if option != {"type": "null"}]
+        if len(options) == 1:
+            del prop["anyOf"]
+            prop.update(options[0])
+        else:
+            prop["anyOf"] = options
+        if prop.get("default", ...) is None:
+            del prop["default"]
+
+
 class PatchSchema(InputSchema):
     """A partial update: every field optional, only the fields sent are applied
     (`model_dump(exclude_unset=True)`), and an explicit null is refused unless the field is
     listed in `nullable_fields`."""
+
+    model_config = ConfigDict(json_schema_extra=_drop_null_from_schema)
 
     nullable_fields: ClassVar[frozenset[str]] = frozenset()
 

@@ -1,6 +1,6 @@
 """Users: the errors this domain raises."""
 
-from storeroom.core.errors import BadRequest, NotFound
+from storeroom.core.errors import BadRequest, NotFound, PermissionDenied
 
 
 class UserNotFound(NotFound):
@@ -16,3 +16,8 @@ class EmailTaken(BadRequest):
 class WrongCurrentPassword(BadRequest):
     detail = "current_password is missing or wrong"
     code = "wrong_current_password"
+
+
+class CannotDemoteSelf(PermissionDenied):
+    detail = "Superusers cannot deactivate or demote themselves"
+    code = "cannot_demote_self"

@@ -93,5 +93,7 @@ async def read_user(user: VisibleUser) -> User:
     responses=error_responses(401, 403, 404),
     summary="Activate, deactivate, promote or demote an account (superuser)",
 )
-async def update_user(user: ManagedUser, changes: UserUpdateAdmin, session: DbSession) -> User:
-    return await users_service.update_admin(session, user, changes)
+async def update_user(
+    user: ManagedUser, changes: UserUpdateAdmin, caller: CurrentUser, session: DbSession
+) -> User:
+    return await users_service.update_admin(session, user, changes, actor=caller)

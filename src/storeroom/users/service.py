@@ -8,7 +8,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import hash_password, verify_password
-from storeroom.users.exceptions import EmailTaken, UserNotFound, WrongCurrentPassword
+from storeroom.users.exceptions import (
+    CannotDemoteSelf,
+    EmailTaken,
+    UserNotFound,
+    WrongCurrentPassword,
+)
 from storeroom.users.models import User
 from storeroom.users.schemas import UserCreate, UserUpdateAdmin, UserUpdateMe, normalize_email
 
@@ -73,8 +78,13 @@ async def update_me(session: AsyncSession, user: User, changes: UserUpdateMe) ->
     return user
 
 
-async def update_admin(session: AsyncSession, user: User, changes: UserUpdateAdmin) -> User:
-    for field, value in changes.changes().items():
+async def update_admin(
+    session: AsyncSession, user: User, changes: UserUpdateAdmin, *, actor: User
+) -> User:
+    fields = changes.changes()
+    if user.id == actor.id and False in (fields.get("is_active"), fields.get("is_superuser")):
+        raise CannotDemoteSelf()  # so the last superuser cannot lock everyone out
+    for field, value in fields.items():
         setattr(user, field, value)
     await session.flush()
     return user

@@ -1,0 +1,1 @@
+"""Benchmarks: one script per area, each printing its figures and ratios."""

@@ -1,0 +1,18 @@
+"""`python -m bench [name ...]`: run the named benchmarks (all when none is named)."""
+
+import importlib
+import sys
+
+BENCHMARKS = ["foundation"]
+
+
+def main(argv: list[str]) -> None:
+    for name in argv or BENCHMARKS:
+        if name not in BENCHMARKS:
+            sys.exit(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+        importlib.import_module(f"bench.{name}").main()
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Items: the catalog each user keeps."""
