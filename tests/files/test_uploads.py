@@ -32,7 +32,16 @@ def test_upload_returns_the_metadata_and_a_location(
     response = upload(client, alice, b"hello, shelf", filename=b"note.txt")
     assert response.status_code == 201
     body = response.json()
-    assert set(body) == {"id", "filename", "content_type", "size", "sha256", "created_at"}
+    assert set(body) == {
+        "id",
+        "filename",
+        "content_type",
+        "size",
+        "sha256",
+        "item_id",
+        "created_at",
+    }
+    assert body["item_id"] is None
     assert body["filename"] == "note.txt"
     assert body["content_type"] == "text/plain"
     assert body["size"] == 12

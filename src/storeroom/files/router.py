@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from storeroom.auth.dependencies import CurrentUser
@@ -33,6 +33,11 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                             "format": "binary",
                             "description": "The file. Its name and media type come from the "
                             "part's Content-Disposition filename and Content-Type.",
+                        },
+                        "item_id": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "Attach the file to this item of yours.",
                         },
                     },
                 }
@@ -77,8 +82,15 @@ async def upload_file(
 
 
 @router.get("", response_model=Page[FileRead], summary="The caller's files, newest first")
-async def list_files(owner: CurrentUser, session: DbSession, page: Pagination) -> Page[FileRead]:
-    files, total = await files_service.list_owned(session, owner.id, page)
+async def list_files(
+    owner: CurrentUser,
+    session: DbSession,
+    page: Pagination,
+    item_id: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="Only files attached to this item.")
+    ] = None,
+) -> Page[FileRead]:
+    files, total = await files_service.list_owned(session, owner.id, page, item_id=item_id)
     return Page(
         items=[FileRead.model_validate(file) for file in files],
         total=total,

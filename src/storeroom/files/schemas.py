@@ -14,6 +14,7 @@ class FileRead(ReadSchema):
     content_type: str = Field(description="The media type the client declared.")
     size: int = Field(description="Bytes.")
     sha256: str = Field(description="Hex SHA-256 of the content; also its ETag.")
+    item_id: int | None = Field(description="The item the file is attached to, if any.")
     created_at: datetime
 
     model_config = ConfigDict(
@@ -25,6 +26,7 @@ class FileRead(ReadSchema):
                     "content_type": "image/jpeg",
                     "size": 48213,
                     "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                    "item_id": 42,
                     "created_at": "2026-11-25T14:00:00Z",
                 }
             ]

@@ -24,6 +24,8 @@ from storeroom.files.models import StoredFile
 from storeroom.files.multipart import PartEnd, PartStart, iter_parts
 from storeroom.files.naming import normalize_content_type, sanitize_filename
 from storeroom.files.storage import BlobInfo, BlobMissing, BlobWriter, Storage, StoredBlob
+from storeroom.items import service as items_service
+from storeroom.items.exceptions import ItemNotFound
 from storeroom.users.models import User
 
 logger = logging.getLogger("storeroom.files")
@@ -32,6 +34,10 @@ logger = logging.getLogger("storeroom.files")
 # small form fields. A Content-Length beyond the upload limit plus this is refused unread.
 FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_FIELD_BYTES = 64
+MAX_ITEM_ID = 2**31 - 1
+# How many attached files an item's own response lists (the newest); the rest are a page of
+# GET /files?item_id= away.
+ITEM_FILES_SHOWN = 100
 # An upload's temp file untouched this long belongs to a crashed or abandoned request.
 INCOMPLETE_UPLOAD_MAX_AGE_SECONDS = 3600
 
@@ -54,7 +60,7 @@ class _ReceivedFile:
     blob: StoredBlob
     filename: str
     content_type: str
-    fields: dict[str, str]
+    item_id: int | None
 
 
 def _too_large(limits: UploadLimits) -> UploadTooLarge:
@@ -143,6 +149,7 @@ async def _receive(
             # Any other form field is read past and ignored.
         if writer is None:
             raise InvalidUpload("file: Field required (the multipart field 'file')")
+        item_id = _item_id(fields.get("item_id"))
         blob = await writer.finish()
     except BaseException:
         if writer is not None:
@@ -153,8 +160,17 @@ async def _receive(
         blob=blob,
         filename=filename,
         content_type=content_type,
-        fields={name: value.decode("utf-8", errors="replace") for name, value in fields.items()},
+        item_id=item_id,
     )
+
+
+def _item_id(raw: bytearray | None) -> int | None:
+    if raw is None or not raw.strip():
+        return None
+    text = raw.decode("ascii", errors="replace").strip()
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_ITEM_ID:
+        raise InvalidUpload("item_id: Input should be the id of one of your items")
+    return int(text)
 
 
 async def _record(
@@ -164,8 +180,13 @@ async def _record(
     uploads by one user are counted one after another (PostgreSQL and MariaDB lock the row;
     SQLite has one writer at a time, and the insert below takes that lock before the sum)."""
     await session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    if received.item_id is not None and not await items_service.touch(
+        session, received.item_id, owner_id
+    ):
+        raise ItemNotFound()
     file = StoredFile(
         owner_id=owner_id,
+        item_id=received.item_id,
         filename=received.filename,
         content_type=received.content_type,
         size=received.blob.size,
@@ -189,9 +210,11 @@ async def get_owned(session: AsyncSession, owner_id: int, file_id: uuid.UUID) ->
 
 
 async def list_owned(
-    session: AsyncSession, owner_id: int, page: PageParams
+    session: AsyncSession, owner_id: int, page: PageParams, *, item_id: int | None = None
 ) -> tuple[Sequence[StoredFile], int]:
     query = select(StoredFile).where(StoredFile.owner_id == owner_id)
+    if item_id is not None:
+        query = query.where(StoredFile.item_id == item_id)
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = await session.scalars(
         query.order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
@@ -199,6 +222,17 @@ async def list_owned(
         .limit(page.limit)
     )
     return rows.all(), total or 0
+
+
+async def list_for_item(session: AsyncSession, item_id: int) -> Sequence[StoredFile]:
+    """The files attached to an item (whose owner the caller already checked), newest first."""
+    rows = await session.scalars(
+        select(StoredFile)
+        .where(StoredFile.item_id == item_id)
+        .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
+        .limit(ITEM_FILES_SHOWN)
+    )
+    return rows.all()
 
 
 async def open_content(
@@ -212,6 +246,10 @@ async def open_content(
 
 
 async def delete(session: AsyncSession, storage: Storage, file: StoredFile) -> None:
+    if file.item_id is not None:
+        # The item's response lists its files, so it changed; its row is locked before the
+        # file's, in the same order as deleting the item (which detaches its files) takes them.
+        await items_service.touch(session, file.item_id, file.owner_id)
     await session.delete(file)
     await session.flush()
     await storage.delete(file.storage_key)

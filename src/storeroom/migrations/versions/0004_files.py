@@ -1,7 +1,7 @@
 """Create the files table (metadata of stored uploads).
 
 Revision ID: 0004_files
-Revises: 0001_users
+Revises: 0003_items
 Create Date: 2026-11-25
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql
 from storeroom.core.db import UTCDateTime
 
 revision: str = "0004_files"
-down_revision: str | Sequence[str] | None = "0001_users"
+down_revision: str | Sequence[str] | None = "0003_items"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -24,6 +24,7 @@ def upgrade() -> None:
         "files",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("owner_id", sa.Integer(), nullable=False),
+        sa.Column("item_id", sa.Integer(), nullable=True),
         sa.Column("filename", sa.String(255), nullable=False),
         sa.Column("content_type", sa.String(255), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
@@ -42,11 +43,17 @@ def upgrade() -> None:
             name=op.f("fk_files_owner_id_users"),
             ondelete="CASCADE",
         ),
+        sa.ForeignKeyConstraint(
+            ["item_id"],
+            ["items.id"],
+            name=op.f("fk_files_item_id_items"),
+            ondelete="SET NULL",
+        ),
         sa.UniqueConstraint("storage_key", name=op.f("uq_files_storage_key")),
     )
     op.create_index("ix_files_owner_id_created_at", "files", ["owner_id", "created_at"])
+    op.create_index("ix_files_item_id_created_at", "files", ["item_id", "created_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_files_owner_id_created_at", table_name="files")
-    op.drop_table("files")
+    op.drop_table("files")  # with its indexes (MariaDB refuses to drop an FK's index alone)
