@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["foundation"]
+BENCHMARKS = ["foundation", "files"]
 
 
 def main(argv: list[str]) -> None:
