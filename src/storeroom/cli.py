@@ -116,24 +116,37 @@ app.add_typer(files_app, name="files")
 
 
 @files_app.command("verify")
-def verify_files() -> None:
+def verify_files(
+    remove_unreferenced: Annotated[
+        bool,
+        typer.Option(
+            help="Also delete bytes without rows that are older than an hour (for example "
+            "the files of deleted accounts)."
+        ),
+    ] = False,
+) -> None:
     """Report rows without bytes, bytes without rows, and size mismatches (exit 1 if any)."""
     from storeroom.files import service as files_service
     from storeroom.files.storage import create_storage
 
     settings = _settings_or_exit()
 
-    async def run() -> files_service.StorageReport:
+    async def run() -> tuple[files_service.StorageReport, int]:
         from storeroom.core.db import create_engine, create_sessionmaker
 
         engine = create_engine(settings)
+        storage = create_storage(settings)
         try:
             async with create_sessionmaker(engine)() as session:
-                return await files_service.verify(session, create_storage(settings))
+                report = await files_service.verify(session, storage)
         finally:
             await engine.dispose()
+        removed = 0
+        if remove_unreferenced:
+            removed = await files_service.remove_unreferenced(storage, report)
+        return report, removed
 
-    report = asyncio.run(run())
+    report, removed = asyncio.run(run())
     for missing in report.missing_content:
         typer.echo(
             f"row without bytes: file {missing.file_id} "
@@ -151,6 +164,8 @@ def verify_files() -> None:
         f"bytes, {len(report.unreferenced)} blobs without rows, "
         f"{len(report.size_mismatches)} size mismatches"
     )
+    if remove_unreferenced:
+        typer.echo(f"removed {removed} blobs without rows (older than an hour)")
     if not report.healthy:
         raise typer.Exit(code=1)
 

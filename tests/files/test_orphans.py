@@ -110,9 +110,9 @@ def verify(settings: Settings) -> Iterator[Any]:
         "STOREROOM_SECRET_KEY": TEST_SECRET_KEY,
     }
 
-    def run() -> Any:
+    def run(*options: str) -> Any:
         get_settings.cache_clear()
-        return CliRunner().invoke(cli, ["files", "verify"], env=env)
+        return CliRunner().invoke(cli, ["files", "verify", *options], env=env)
 
     yield run
     get_settings.cache_clear()
@@ -145,3 +145,23 @@ def test_verify_reports_rows_without_bytes_and_bytes_without_rows(
     assert f"row without bytes: file {lost}" in result.output
     assert f"bytes without row: key {stray_key} (8 bytes)" in result.output
     assert "2 rows, 2 blobs: 1 rows without bytes, 1 blobs without rows" in result.output
+
+
+def test_verify_can_remove_old_bytes_without_rows(
+    client: TestClient, alice: dict[str, str], settings: Settings, verify: Any
+) -> None:
+    uploaded(client, alice, b"kept")
+    shard = settings.data_dir / "files" / "ee"
+    shard.mkdir(parents=True, exist_ok=True)
+    old, fresh = shard / ("e" * 32), shard / ("e" * 31 + "0")
+    for path in (old, fresh):
+        path.write_bytes(b"orphan")
+    stamp = time.time() - TWO_HOURS
+    os.utime(old, (stamp, stamp))
+
+    result = verify("--remove-unreferenced")
+    assert "removed 1 blobs without rows" in result.output
+    assert not old.exists()
+    assert fresh.exists()
+    assert verify().exit_code == 1  # the fresh one is still reported
+    assert client.get("/api/v1/files", headers=alice).json()["total"] == 1

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -312,6 +313,18 @@ class StorageReport:
     @property
     def healthy(self) -> bool:
         return not (self.missing_content or self.size_mismatches or self.unreferenced)
+
+
+async def remove_unreferenced(storage: Storage, report: StorageReport) -> int:
+    """Delete the blobs `verify` found without a row, if untouched for an hour (a younger one
+    may belong to an upload whose row is being committed right now)."""
+    cutoff = time.time() - INCOMPLETE_UPLOAD_MAX_AGE_SECONDS
+    removed = 0
+    for blob in report.unreferenced:
+        if blob.modified_at < cutoff:
+            await storage.delete(blob.key)
+            removed += 1
+    return removed
 
 
 async def verify(session: AsyncSession, storage: Storage) -> StorageReport:
