@@ -87,15 +87,26 @@ def _status_kib(pid: int, field: str) -> int:
 def serve(app: str, env: dict[str, str] | None = None, factory: bool = True) -> Iterator[Server]:
     """Run `app` under uvicorn (one worker, uvloop + httptools) in its own process."""
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="storeroom-bench-", suffix=".log", delete=False)
+    log_fd, log_name = tempfile.mkstemp(prefix="storeroom-bench-", suffix=".log")
     command = [
-        sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--no-access-log", "--log-level", "warning",
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
     ]
     if factory:
         command.append("--factory")
     process = subprocess.Popen(
-        command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        command, env={**os.environ, **(env or {})}, stdout=log_fd, stderr=subprocess.STDOUT
     )
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -107,10 +118,11 @@ def serve(app: str, env: dict[str, str] | None = None, factory: bool = True) -> 
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start; see {log.name}")
+                raise RuntimeError(f"server did not start; see {log_name}")
             time.sleep(0.1)
         yield Server(base_url, process)
     finally:
+        os.close(log_fd)
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=15)
@@ -173,8 +185,13 @@ def wrk_command(
     script: str | None = None,
 ) -> list[str]:
     command = [
-        require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-        "--timeout", "10s",
+        require_wrk(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "10s",
     ]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]

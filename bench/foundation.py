@@ -14,13 +14,13 @@ from pathlib import Path
 from bench.common import (
     PASSWORD,
     fresh_postgres_database,
+    parse_wrk,
     register_and_login,
     row,
     serve,
     storeroom_env,
     wrk,
     wrk_command,
-    parse_wrk,
 )
 
 SECONDS = 10

@@ -27,6 +27,7 @@ from storeroom.core.migrations import upgrade
 from storeroom.main import create_app
 from storeroom.models import Base
 from storeroom.users.models import User
+from tests.smtp import SmtpServer
 
 T = TypeVar("T")
 
@@ -208,3 +209,12 @@ def admin(client: TestClient) -> dict[str, str]:
     user = register(client, "admin@example.com")
     promote_to_superuser(client, user["id"])
     return login(client, "admin@example.com")
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server in the test process; override `settings` with
+    `settings.model_copy(update=smtp_server.settings_update())` to send the app's email to it."""
+    server = SmtpServer().start()
+    yield server
+    server.stop()

@@ -9,9 +9,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from storeroom import __version__
+from storeroom.auth.recovery.router import router as recovery_router
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
-from storeroom.core.db import create_engine, create_sessionmaker
+from storeroom.core.db import create_engine, create_reader, create_sessionmaker
 from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.files import service as files_service
@@ -19,6 +20,7 @@ from storeroom.files.router import router as files_router
 from storeroom.files.storage import create_storage
 from storeroom.health.router import router as health_router
 from storeroom.items.router import router as items_router
+from storeroom.notifications.senders import create_sender
 from storeroom.users.router import router as users_router
 
 logger = logging.getLogger("storeroom")
@@ -38,9 +40,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.email_sender = create_sender(settings)
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.reader = create_reader(engine)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         try:
             async with files_service.incomplete_upload_sweeper(
@@ -63,11 +67,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Any request body can be malformed (400) or invalid (422).
     api = APIRouter(prefix="/api/v1", responses=error_responses(400, 422))
     api.include_router(auth_router)
+    api.include_router(recovery_router)
     api.include_router(users_router)
     api.include_router(items_router)
     api.include_router(files_router)
+    app.include_router(health_router)  # first: probes are hit often and must match fast
     app.include_router(api)
-    app.include_router(health_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -7,7 +7,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from storeroom.auth import service as auth_service
 from storeroom.auth.exceptions import NotAuthenticated
-from storeroom.core.db import DbSession
+from storeroom.core.db import DbReader
 from storeroom.core.dependencies import AppSettings
 from storeroom.core.errors import PermissionDenied
 from storeroom.users.models import User
@@ -20,13 +20,13 @@ bearer_scheme = OAuth2PasswordBearer(
 
 
 async def current_user(
-    session: DbSession,
+    reader: DbReader,
     settings: AppSettings,
     token: Annotated[str | None, Depends(bearer_scheme)],
 ) -> User:
     if not token:
         raise NotAuthenticated()
-    return await auth_service.user_from_access_token(session, token, settings)
+    return await auth_service.user_from_access_token(reader, token, settings)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

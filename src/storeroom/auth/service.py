@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from storeroom.auth.exceptions import InvalidCredentials, InvalidToken, TokenExpired
 from storeroom.auth.schemas import TokenResponse
@@ -41,7 +41,7 @@ def issue_access_token(user: User, settings: Settings) -> TokenResponse:
     return TokenResponse(access_token=token, expires_in=int(lifetime.total_seconds()))
 
 
-async def user_from_access_token(session: AsyncSession, token: str, settings: Settings) -> User:
+async def user_from_access_token(reader: AsyncEngine, token: str, settings: Settings) -> User:
     try:
         claims = decode_token(token, key=settings.signing_key(), expected_type=ACCESS_TOKEN)
     except TokenExpiredError as exc:
@@ -52,7 +52,7 @@ async def user_from_access_token(session: AsyncSession, token: str, settings: Se
         user_id = int(claims["sub"])
     except (TypeError, ValueError) as exc:
         raise InvalidToken() from exc
-    user = await session.get(User, user_id)
+    user = await users_service.get_detached(reader, user_id)
     if user is None or not user.is_active:
         raise InvalidToken()
     return user

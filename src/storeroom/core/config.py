@@ -15,6 +15,17 @@ class Environment(StrEnum):
     production = "production"
 
 
+class EmailBackend(StrEnum):
+    outbox = "outbox"  # .eml files under <data dir>/outbox/, for development and tests
+    smtp = "smtp"
+
+
+class SmtpSecurity(StrEnum):
+    none = "none"
+    starttls = "starttls"
+    ssl = "ssl"
+
+
 class ConfigurationError(RuntimeError):
     """The settings cannot run a service; the message says what to set."""
 
@@ -52,9 +63,22 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     access_token_minutes: int = Field(default=30, ge=1)
     refresh_token_days: int = Field(default=14, ge=1)
+    public_url: str = "http://127.0.0.1:8000"
+    email_backend: EmailBackend = EmailBackend.outbox
+    email_from: str = "Storeroom <storeroom@localhost>"
+    email_host: str = "localhost"
+    email_port: int = Field(default=587, ge=1, le=65535)
+    email_username: str = ""
+    email_password: SecretStr | None = None
+    email_security: SmtpSecurity = SmtpSecurity.starttls
+    email_timeout_seconds: float = Field(default=10.0, gt=0)
+    password_reset_minutes: int = Field(default=60, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     database_pool_size: int = Field(default=10, ge=1)
+    # A ping costs a round trip per checkout. Off by default: a connection that died (say, the
+    # database restarted) fails one request and SQLAlchemy then recycles the whole pool.
+    database_pre_ping: bool = False
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
     user_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
     file_sweep_interval_seconds: float = Field(default=900, gt=0)
@@ -67,12 +91,21 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _default_database(self) -> "Settings":
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'storeroom.db'}"
         self.database_url = async_database_url(self.database_url)
         return self
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
 
     @property
     def is_sqlite(self) -> bool:

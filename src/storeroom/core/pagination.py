@@ -13,7 +13,7 @@ class PageParams:
     limit: int
 
 
-def page_params(
+async def page_params(
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=100, description="Rows per page (1-100).")] = 20,
 ) -> PageParams:

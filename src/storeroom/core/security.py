@@ -4,10 +4,12 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import jwt
@@ -95,7 +97,11 @@ def create_token(
     return jwt.encode(claims, key, algorithm=JWT_ALGORITHM), claims
 
 
-def decode_token(token: str, *, key: str, expected_type: str) -> dict[str, Any]:
+@lru_cache(maxsize=8192)
+def _verified_claims(token: str, key: str, expected_type: str) -> tuple[tuple[str, Any], ...]:
+    """Signature and structure checks, cached per token: a client presents the same token on
+    every request until it expires, and verifying it again proves nothing new. Only successes
+    are cached (an exception is never stored), and expiry is checked on every use."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -109,4 +115,11 @@ def decode_token(token: str, *, key: str, expected_type: str) -> dict[str, Any]:
         raise TokenError("Invalid token") from exc
     if claims.get("type") != expected_type:
         raise TokenError("Invalid token")
+    return tuple(claims.items())
+
+
+def decode_token(token: str, *, key: str, expected_type: str) -> dict[str, Any]:
+    claims = dict(_verified_claims(token, key, expected_type))
+    if claims["exp"] <= time.time():
+        raise TokenExpiredError("Token expired")
     return claims

@@ -8,6 +8,7 @@ from storeroom.auth.dependencies import CurrentSuperuser, CurrentUser
 from storeroom.core.db import DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
+from storeroom.notifications.dependencies import AppMailer
 from storeroom.users import service as users_service
 from storeroom.users.dependencies import ManagedUser, VisibleUser
 from storeroom.users.models import User
@@ -23,9 +24,12 @@ router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(42
     responses=error_responses(400),
     summary="Register an account",
 )
-async def register(data: UserCreate, session: DbSession, response: Response) -> User:
+async def register(
+    data: UserCreate, session: DbSession, response: Response, mailer: AppMailer
+) -> User:
     user = await users_service.create(session, data)
     response.headers["Location"] = f"/api/v1/users/{user.id}"
+    mailer.send_welcome(user.email)
     return user
 
 

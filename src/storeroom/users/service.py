@@ -2,9 +2,10 @@
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import hash_password, verify_password
@@ -22,6 +23,22 @@ async def get(session: AsyncSession, user_id: int) -> User:
     user = await session.get(User, user_id)
     if user is None:
         raise UserNotFound()
+    return user
+
+
+_USER_BY_ID = select(*User.__table__.columns).where(User.__table__.c.id == bindparam("user_id"))
+
+
+async def get_detached(reader: AsyncEngine, user_id: int) -> User | None:
+    """The user, read in one autocommit statement without an ORM session: this runs on every
+    authenticated request. The result is a detached instance; a service that changes it
+    attaches it to its session first (`session.add`), which needs no second read."""
+    async with reader.connect() as connection:
+        row = (await connection.execute(_USER_BY_ID, {"user_id": user_id})).mappings().first()
+    if row is None:
+        return None
+    user = User(**row)
+    make_transient_to_detached(user)
     return user
 
 
@@ -62,6 +79,7 @@ async def list_users(
 
 
 async def update_me(session: AsyncSession, user: User, changes: UserUpdateMe) -> User:
+    session.add(user)
     fields = changes.changes()
     fields.pop("current_password", None)
     if "email" in fields or "password" in fields:
@@ -91,5 +109,6 @@ async def update_admin(
 
 
 async def delete(session: AsyncSession, user: User) -> None:
+    session.add(user)
     await session.delete(user)
     await session.flush()

@@ -1,0 +1,1 @@
+"""Password recovery: a reset link by email, and the reset it allows."""

@@ -1,0 +1,1 @@
+"""Notifications: email delivery (outbox or SMTP) and the messages Storeroom sends."""
