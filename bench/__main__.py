@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["foundation", "files"]
+BENCHMARKS = ["foundation", "items", "files"]
 
 
 def main(argv: list[str]) -> None:

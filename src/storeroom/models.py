@@ -2,7 +2,7 @@
 
 from storeroom.core.db import Base
 from storeroom.files.models import StoredFile
-from storeroom.items.models import Item, ItemTag
+from storeroom.items.models import Item, ItemCount, ItemTag
 from storeroom.users.models import User
 
-__all__ = ["Base", "Item", "ItemTag", "StoredFile", "User"]
+__all__ = ["Base", "Item", "ItemCount", "ItemTag", "StoredFile", "User"]

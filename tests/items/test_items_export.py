@@ -60,6 +60,7 @@ def seed_items(client: TestClient, owner_id: int, count: int) -> None:
                 session.add_all(
                     ItemTag(item_id=item.id, tag=tag, owner_id=owner_id) for tag in tags
                 )
+            await items_service.add_to_count(session, owner_id, count)
 
     run_in_app(client, seed)
 

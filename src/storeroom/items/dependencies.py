@@ -20,7 +20,7 @@ OwnerIdParam = Annotated[
 ]
 
 
-def read_owner_id(caller: CurrentUser, owner_id: OwnerIdParam = None) -> int:
+async def read_owner_id(caller: CurrentUser, owner_id: OwnerIdParam = None) -> int:
     """Whose items a read covers: the caller's, or for a superuser whoever `owner_id` names."""
     if owner_id is None or owner_id == caller.id:
         return caller.id
@@ -53,7 +53,7 @@ async def owned_item(item_id: ItemId, caller: CurrentUser, session: DbSession) -
 OwnedItem = Annotated[Item, Depends(owned_item)]
 
 
-def item_filters(
+async def item_filters(
     owner_id: ReadOwnerId,
     q: Annotated[
         str | None,
@@ -74,7 +74,7 @@ def item_filters(
 Filters = Annotated[ItemFilters, Depends(item_filters)]
 
 
-def if_match(
+async def if_match(
     header: Annotated[
         str | None,
         Header(
@@ -87,7 +87,7 @@ def if_match(
     return parse_etags(header) if header is not None else None
 
 
-def if_none_match(
+async def if_none_match(
     header: Annotated[
         str | None,
         Header(alias="If-None-Match", description="304 if the item's ETag is one of these."),

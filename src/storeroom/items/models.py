@@ -62,6 +62,19 @@ class ItemTag(Base):
     owner_id: Mapped[int] = mapped_column(Integer)
 
 
+class ItemCount(Base):
+    """How many items each owner has, kept in step by the service in the same transaction as
+    the insert or delete, so an unfiltered list reads its total from one row instead of
+    counting the owner's items on every request."""
+
+    __tablename__ = "item_counts"
+
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    total: Mapped[int] = mapped_column(Integer, default=0)
+
+
 def split_tags(tags_text: str) -> list[str]:
     return tags_text.split(TAG_SEPARATOR) if tags_text else []
 

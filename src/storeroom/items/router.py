@@ -25,6 +25,8 @@ from storeroom.items.schemas import (
 
 router = APIRouter(prefix="/items", tags=["items"], responses=error_responses(401, 422))
 
+ItemPage = Page[ItemRead]
+
 _ETAG_HEADER: dict[str, Any] = {
     "ETag": {
         "description": 'The item\'s version as a weak entity tag, e.g. W/"3".',
@@ -64,7 +66,7 @@ async def create_item(
 
 @router.get(
     "",
-    response_model=Page[ItemRead],
+    response_model=ItemPage,
     responses=error_responses(403),
     summary="List the caller's items: search, filter by tags, sort, paginate",
 )
@@ -75,14 +77,16 @@ async def list_items(
     sort: Annotated[ItemSort, Query(description="Sort key; `-` for descending.")] = (
         ItemSort.created_at_desc
     ),
-) -> Page[ItemRead]:
+) -> Response:
     items, total = await items_service.list_items(session, filters, page, sort)
-    return Page(
+    body = ItemPage(
         items=[ItemRead.model_validate(item) for item in items],
         total=total,
         offset=page.offset,
         limit=page.limit,
     )
+    # Already validated: serialize once instead of letting response_model check it again.
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 @router.get(

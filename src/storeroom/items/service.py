@@ -10,14 +10,15 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from storeroom.core.db import utcnow
 from storeroom.core.etags import VersionMatch
 from storeroom.core.pagination import PageParams
 from storeroom.items.exceptions import ItemChanged, ItemNotFound
-from storeroom.items.models import Item, ItemTag, join_tags, split_tags
+from storeroom.items.models import Item, ItemCount, ItemTag, join_tags, split_tags
 from storeroom.items.schemas import CSV_COLUMNS, ExportFormat, ItemCreate, ItemSort, ItemUpdate
 
 logger = logging.getLogger("storeroom.items")
@@ -69,7 +70,30 @@ async def create(session: AsyncSession, owner_id: int, data: ItemCreate) -> Item
     session.add(item)
     await session.flush()
     await _write_tags(session, item.id, owner_id, data.tags)
+    await add_to_count(session, owner_id, 1)
     return item
+
+
+async def add_to_count(session: AsyncSession, owner_id: int, delta: int) -> None:
+    """Keep the owner's item count in step; call it in the transaction that adds or removes
+    items (bulk loaders that insert items directly must call it too)."""
+    values = {"owner_id": owner_id, "total": max(delta, 0)}
+    dialect = session.get_bind().dialect.name
+    statement: Any
+    if dialect == "postgresql":
+        statement = postgresql.insert(ItemCount).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[ItemCount.owner_id], set_={"total": ItemCount.total + delta}
+        )
+    elif dialect == "sqlite":
+        statement = sqlite.insert(ItemCount).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[ItemCount.owner_id], set_={"total": ItemCount.total + delta}
+        )
+    else:
+        statement = mysql.insert(ItemCount).values(values)
+        statement = statement.on_duplicate_key_update(total=ItemCount.total + delta)
+    await session.execute(statement)
 
 
 async def get(session: AsyncSession, item_id: int, owner_id: int) -> Item:
@@ -104,7 +128,7 @@ async def list_items(
     scalar subquery (computed once, from the owner index). Only a page past the end needs a
     second query for it."""
     conditions = filters.conditions()
-    total = select(func.count()).select_from(Item).where(*conditions).scalar_subquery()
+    total = _total_query(filters).scalar_subquery()
     query = (
         select(Item, total.label("total"))
         .where(*conditions)
@@ -117,8 +141,18 @@ async def list_items(
         return [row[0] for row in rows], int(rows[0][1])
     if page.offset == 0:
         return [], 0
-    count = await session.scalar(select(func.count()).select_from(Item).where(*conditions))
+    count = await session.scalar(_total_query(filters))
     return [], int(count or 0)
+
+
+def _total_query(filters: ItemFilters) -> Select[int]:
+    """Without a search or tag filter the total is the owner's kept count (one row); with one,
+    the matching items are counted."""
+    if not filters.q and not filters.tags:
+        return select(func.coalesce(func.max(ItemCount.total), 0)).where(
+            ItemCount.owner_id == filters.owner_id
+        )
+    return select(func.count()).select_from(Item).where(*filters.conditions())
 
 
 async def update_item(
@@ -179,6 +213,7 @@ async def delete_item(
     result = await session.execute(statement.execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ItemChanged()
+    await add_to_count(session, item.owner_id, -1)
     session.expunge(item)
 
 

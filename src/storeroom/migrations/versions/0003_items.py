@@ -1,4 +1,4 @@
-"""Create the items catalog and its tag index.
+"""Create the items catalog, its tag index and the per-owner item counts.
 
 Revision ID: 0003_items
 Revises: 0001_users
@@ -62,8 +62,21 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_item_tags_owner_id_tag", "item_tags", ["owner_id", "tag", "item_id"])
+    op.create_table(
+        "item_counts",
+        sa.Column("owner_id", sa.Integer(), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False, server_default="0"),
+        sa.PrimaryKeyConstraint("owner_id", name=op.f("pk_item_counts")),
+        sa.ForeignKeyConstraint(
+            ["owner_id"],
+            ["users.id"],
+            name=op.f("fk_item_counts_owner_id_users"),
+            ondelete="CASCADE",
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("item_counts")
     op.drop_table("item_tags")
     op.drop_table("items")
