@@ -4,17 +4,19 @@
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 from typer.testing import CliRunner
 
 from storeroom.cli import app as cli
 from storeroom.core.config import Settings, get_settings
+from storeroom.users.models import User
 from tests.conftest import TEST_SECRET_KEY, run_in_app
 from tests.files.conftest import MULTIPART, files_on_disk, multipart_body, uploaded
 
@@ -32,18 +34,24 @@ def temp_file(settings: Settings, age_seconds: float) -> Path:
     return path
 
 
-def test_an_upload_cut_off_by_the_client_leaves_nothing(
-    client: TestClient, alice: dict[str, str], settings: Settings
-) -> None:
+def post_upload_raw(
+    client: TestClient,
+    headers: dict[str, str],
+    messages: list[dict[str, Any]],
+    content_length: int,
+    before_second_message: Callable[[], Awaitable[None]] | None = None,
+) -> list[dict[str, Any]]:
+    """POST /api/v1/files straight through ASGI, feeding the body `messages` one per receive
+    (so a test can cut the body off or act halfway); returns what the app sent."""
     app: FastAPI = client.app  # type: ignore[assignment]
-    body = multipart_body(b"x" * 900)
-    messages: list[dict[str, Any]] = [
-        {"type": "http.request", "body": body[:600], "more_body": True},
-        {"type": "http.disconnect"},
-    ]
     sent: list[dict[str, Any]] = []
+    calls = 0
 
     async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2 and before_second_message is not None:
+            await before_second_message()
         return messages.pop(0)
 
     async def send(message: dict[str, Any]) -> None:
@@ -61,22 +69,62 @@ def test_an_upload_cut_off_by_the_client_leaves_nothing(
         "query_string": b"",
         "headers": [
             (b"host", b"testserver"),
-            (b"authorization", alice["Authorization"].encode()),
+            (b"authorization", headers["Authorization"].encode()),
             (b"content-type", MULTIPART.encode()),
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", str(content_length).encode()),
         ],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
 
-    async def cut_off() -> None:
+    async def call() -> None:
         await app(scope, receive, send)
 
-    run_in_app(client, cut_off)
+    run_in_app(client, call)
+    return sent
+
+
+def test_an_upload_cut_off_by_the_client_leaves_nothing(
+    client: TestClient, alice: dict[str, str], settings: Settings
+) -> None:
+    body = multipart_body(b"x" * 900)
+    sent = post_upload_raw(
+        client,
+        alice,
+        [
+            {"type": "http.request", "body": body[:600], "more_body": True},
+            {"type": "http.disconnect"},
+        ],
+        len(body),
+    )
     assert sent[0]["status"] == 400
     assert b"upload_interrupted" in sent[1]["body"]
     assert files_on_disk(settings) == []
     assert client.get("/api/v1/files", headers=alice).json()["total"] == 0
+
+
+def test_an_upload_whose_account_is_deleted_meanwhile_leaves_nothing(
+    client: TestClient, alice: dict[str, str], settings: Settings
+) -> None:
+    body = multipart_body(b"x" * 900)
+    app: FastAPI = client.app  # type: ignore[assignment]
+
+    async def delete_alice() -> None:
+        async with app.state.sessionmaker() as session, session.begin():
+            await session.execute(delete(User).where(User.email == "alice@example.com"))
+
+    sent = post_upload_raw(
+        client,
+        alice,
+        [
+            {"type": "http.request", "body": body[:600], "more_body": True},
+            {"type": "http.request", "body": body[600:], "more_body": False},
+        ],
+        len(body),
+        before_second_message=delete_alice,
+    )
+    assert sent[0]["status"] == 401
+    assert files_on_disk(settings) == []
 
 
 def test_old_temp_files_are_swept_at_startup_and_fresh_ones_kept(

@@ -12,6 +12,7 @@ import anyio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storeroom.core.errors import Unauthorized
 from storeroom.core.pagination import PageParams
 from storeroom.files.downloads import DownloadPlan
 from storeroom.files.exceptions import (
@@ -180,7 +181,9 @@ async def _record(
     """Insert the row and check the quota with the owner's row locked, so that concurrent
     uploads by one user are counted one after another (PostgreSQL and MariaDB lock the row;
     SQLite has one writer at a time, and the insert below takes that lock before the sum)."""
-    await session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    owner = await session.scalar(select(User.id).where(User.id == owner_id).with_for_update())
+    if owner is None:  # the account was deleted while its upload streamed in
+        raise Unauthorized()
     if received.item_id is not None and not await items_service.touch(
         session, received.item_id, owner_id
     ):
