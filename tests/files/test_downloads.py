@@ -1,9 +1,17 @@
 """Downloads over HTTP: whole, ranged and conditional, and inert in a browser."""
 
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from storeroom.core.config import Settings
+from tests.conftest import run_in_app
 from tests.files.conftest import files_on_disk, sha256, upload, uploaded
 
 CONTENT = bytes(range(100))  # byte i has the value i
@@ -224,3 +232,55 @@ def test_reading_files_needs_a_user(client: TestClient, file_id: str) -> None:
     assert client.get("/api/v1/files").status_code == 401
     assert client.get(content_url(file_id)).status_code == 401
     assert upload(client, {}, b"x").status_code == 401
+
+
+def open_descriptors_under(directory: Path) -> list[str]:
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [target for target in targets if target.startswith(str(directory))]
+
+
+def test_a_download_cut_off_by_the_client_closes_the_file(
+    client: TestClient, alice: dict[str, str], settings: Settings, file_id: str
+) -> None:
+    app: FastAPI = client.app  # type: ignore[assignment]
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # the client never says anything more
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+        else:
+            raise OSError("connection reset by peer")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": content_url(file_id),
+        "raw_path": content_url(file_id).encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", alice["Authorization"].encode()),
+            (b"range", b"bytes=0-49"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+    async def download() -> None:
+        with contextlib.suppress(Exception):
+            await app(scope, receive, send)
+
+    run_in_app(client, download)
+    assert statuses == [206]
+    assert open_descriptors_under(settings.data_dir / "files") == []

@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from storeroom.auth.dependencies import CurrentUser
 from storeroom.core.db import DbSession
@@ -60,6 +61,19 @@ DOWNLOAD_OPENAPI: dict[str, Any] = {
 }
 
 
+class ContentResponse(StreamingResponse):
+    """Streams a file's content and always closes it, also when the client goes away mid-way
+    (Starlette then cancels the stream without closing the iterator)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -111,7 +125,7 @@ async def read_file(file: OwnedFile) -> StoredFile:
 
 @router.get(
     "/{file_id}/content",
-    response_class=StreamingResponse,
+    response_class=ContentResponse,
     responses=error_responses(404, 416),
     openapi_extra=DOWNLOAD_OPENAPI,
     summary="Download a file (Range and If-None-Match supported)",
@@ -129,7 +143,7 @@ async def download_file(
     if plan.status == status.HTTP_304_NOT_MODIFIED:
         return Response(status_code=plan.status, headers=plan.headers)
     content = await files_service.open_content(storage, file, plan)
-    return StreamingResponse(content, status_code=plan.status, headers=plan.headers)
+    return ContentResponse(content, status_code=plan.status, headers=plan.headers)
 
 
 @router.delete(
