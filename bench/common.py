@@ -137,6 +137,7 @@ def storeroom_env(database_url: str, data_dir: str) -> dict[str, str]:
         "STOREROOM_DATA_DIR": data_dir,
         "STOREROOM_ENVIRONMENT": "production",
         "STOREROOM_LOG_LEVEL": "WARNING",
+        "STOREROOM_REDIS_URL": "",  # the default, database-backed login limiter
     }
 
 

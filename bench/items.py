@@ -190,6 +190,12 @@ def main() -> None:
             wrk(list_url, seconds=2, connections=CONNECTIONS, headers=auth)  # warm up
             listing = wrk(list_url, seconds=SECONDS, connections=CONNECTIONS, headers=auth)
             assert listing.non_2xx == 0, f"{listing.non_2xx} non-2xx responses from the list"
+            me = wrk(
+                f"{server.base_url}/api/v1/users/me",
+                seconds=SECONDS // 2 or 1,
+                connections=CONNECTIONS,
+                headers=auth,
+            )
             tagged_url = f"{server.base_url}/api/v1/items?limit=20&tag=tag3&q=item&sort=-price"
             tagged = wrk(
                 tagged_url, seconds=SECONDS // 2 or 1, connections=CONNECTIONS, headers=auth
@@ -214,6 +220,11 @@ def main() -> None:
     row(
         "  ratio to bare FastAPI (target >= 8%)",
         f"{listing.requests_per_second / bare_result.requests_per_second:.1%}",
+    )
+    row(
+        "  for scale: GET /users/me (auth alone, no item query)",
+        f"{me.requests_per_second:,.0f} req/s "
+        f"({me.requests_per_second / bare_result.requests_per_second:.1%} of bare)",
     )
     row(
         "GET /items?limit=20&tag=tag3&q=item&sort=-price",

@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -218,3 +219,30 @@ def smtp_server() -> Iterator[SmtpServer]:
     server = SmtpServer().start()
     yield server
     server.stop()
+
+
+class FakeClock:
+    """The app's clock (`app.state.clock`), moved by hand instead of by sleeping."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(app: FastAPI) -> FakeClock:
+    fake = FakeClock(datetime.now(UTC))
+    app.state.clock = fake
+    return fake
+
+
+def client_from(client: TestClient, host: str) -> TestClient:
+    """Another client of the same running app, calling from address `host`."""
+    other = TestClient(client.app, raise_server_exceptions=False, client=(host, 50000))
+    other.portal = client.portal  # share the app's event loop and lifespan state
+    return other

@@ -9,11 +9,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from storeroom import __version__
+from storeroom.auth.api_keys.router import router as api_keys_router
+from storeroom.auth.rate_limit import create_login_limiter
 from storeroom.auth.recovery.router import router as recovery_router
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
-from storeroom.core.db import create_engine, create_reader, create_sessionmaker
+from storeroom.core.db import create_engine, create_reader, create_sessionmaker, utcnow
 from storeroom.core.errors import error_responses, install_error_handlers
+from storeroom.core.openapi import document_credential_errors
 from storeroom.core.requests import RequestContextMiddleware
 from storeroom.files import service as files_service
 from storeroom.files.router import router as files_router
@@ -29,8 +32,10 @@ DESCRIPTION = """
 Storeroom: accounts and authentication, a catalog of user-owned items, file storage,
 background jobs, notifications, live events and exports.
 
-Authenticate with **Authorize** (email as `username`), or send `Authorization: Bearer <token>`
-from `POST /api/v1/auth/token`. Every error has the body `{"detail", "code", "errors"?}`.
+Authenticate with **Authorize**, with any of: `Authorization: Bearer <token>` from
+`POST /api/v1/auth/token` (email as `username`; renew it at `POST /api/v1/auth/refresh`),
+`Authorization: Basic base64(email:password)`, or `X-API-Key: sr_...` from
+`POST /api/v1/users/me/api-keys`. Every error has the body `{"detail", "code", "errors"?}`.
 """
 
 
@@ -45,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.reader = create_reader(engine)
+        app.state.login_limiter = create_login_limiter(settings, app.state.sessionmaker)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         try:
             async with files_service.incomplete_upload_sweeper(
@@ -52,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 yield
         finally:
+            await app.state.login_limiter.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -63,12 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.file_storage = create_storage(settings)
+    app.state.clock = utcnow
 
     # Any request body can be malformed (400) or invalid (422).
     api = APIRouter(prefix="/api/v1", responses=error_responses(400, 422))
     api.include_router(auth_router)
     api.include_router(recovery_router)
     api.include_router(users_router)
+    api.include_router(api_keys_router)
     api.include_router(items_router)
     api.include_router(files_router)
     app.include_router(health_router)  # first: probes are hit often and must match fast
@@ -79,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return RedirectResponse("/docs", status_code=307)
 
     install_error_handlers(app)
+    document_credential_errors(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

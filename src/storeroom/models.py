@@ -1,8 +1,20 @@
 """Every domain's tables, imported in one place so Alembic and the tests see the whole schema."""
 
+from storeroom.auth.api_keys.models import ApiKey
+from storeroom.auth.models import LoginFailure, RefreshToken
 from storeroom.core.db import Base
 from storeroom.files.models import StoredFile
 from storeroom.items.models import Item, ItemCount, ItemTag
 from storeroom.users.models import User
 
-__all__ = ["Base", "Item", "ItemCount", "ItemTag", "StoredFile", "User"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Item",
+    "ItemCount",
+    "ItemTag",
+    "LoginFailure",
+    "RefreshToken",
+    "StoredFile",
+    "User",
+]

@@ -284,3 +284,16 @@ def test_a_download_cut_off_by_the_client_closes_the_file(
     run_in_app(client, download)
     assert statuses == [206]
     assert open_descriptors_under(settings.data_dir / "files") == []
+
+
+def test_a_read_only_api_key_downloads_but_cannot_upload_or_delete(
+    client: TestClient, alice: dict[str, str], file_id: str
+) -> None:
+    created = client.post(
+        "/api/v1/users/me/api-keys", json={"name": "backup", "scope": "read"}, headers=alice
+    )
+    read_key = {"X-API-Key": created.json()["key"]}
+    assert client.get(content_url(file_id), headers=read_key).content == CONTENT
+    assert upload(client, read_key, b"x").status_code == 403
+    assert client.delete(f"/api/v1/files/{file_id}", headers=read_key).status_code == 403
+    assert client.get("/api/v1/files", headers=alice).json()["total"] == 1

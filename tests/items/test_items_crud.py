@@ -149,6 +149,9 @@ def test_superuser_reads_another_owners_items_but_cannot_change_them(
         **item,
         "files": [],
     }
+    exported = client.get(f"{ITEMS}/export", params={"owner_id": alices}, headers=admin)
+    assert [line for line in exported.text.splitlines()] == [exported.text.strip()]
+    assert exported.text.strip().startswith(f'{{"id":{item["id"]},')
     assert client.get(path, headers=admin).status_code == 404
     assert client.patch(path, json={"name": "x"}, headers=admin).status_code == 404
     assert client.delete(path, headers=admin).status_code == 404
@@ -182,3 +185,25 @@ def test_item_id_out_of_range_is_422_not_500(client: TestClient, alice: dict[str
 
 def test_register_helper_users_are_distinct(client: TestClient) -> None:
     assert register(client, "carol@example.com")["id"] != register(client, "dan@example.com")["id"]
+
+
+def test_a_read_only_api_key_reads_items_but_cannot_change_them(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    item = create_item(client, alice)
+    created = client.post(
+        "/api/v1/users/me/api-keys", json={"name": "reader", "scope": "read"}, headers=alice
+    )
+    assert created.status_code == 201, created.text
+    reader = {"X-API-Key": created.json()["key"]}
+    path = f"{ITEMS}/{item['id']}"
+    assert client.get(ITEMS, headers=reader).json()["total"] == 1
+    assert client.get(path, headers=reader).json() == item
+    assert client.get(f"{ITEMS}/export", headers=reader).status_code == 200
+    for response in (
+        client.post(ITEMS, json={"name": "x", "price": "1"}, headers=reader),
+        client.patch(path, json={"name": "x"}, headers=reader),
+        client.delete(path, headers=reader),
+    ):
+        assert response.status_code == 403
+    assert client.get(path, headers=alice).json() == item

@@ -179,16 +179,19 @@ def test_a_query_failing_before_the_first_byte_is_an_error_response(
 
 
 @pytest.fixture
-def live_server(settings: Settings) -> Iterator[str]:
+def live_app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def live_server(live_app: FastAPI) -> Iterator[str]:
     """The app under a real uvicorn on a free port, for what TestClient cannot show (how the
     connection ends)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="critical", access_log=False)
-    )
+    server = uvicorn.Server(uvicorn.Config(live_app, log_level="critical", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -233,3 +236,19 @@ def test_a_failure_mid_stream_aborts_the_connection(
                 received += chunk
     assert received.count(b"\n") == 1000  # the first batch arrived, then the connection died
     assert "export failed mid-stream" in caplog.text
+
+
+def test_a_client_leaving_mid_export_gives_the_database_connection_back(
+    client: TestClient, alice: dict[str, str], live_server: str, live_app: FastAPI
+) -> None:
+    seed_items(client, my_id(client, alice), 3000)
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        with http.stream("GET", EXPORT, headers=alice) as response:
+            assert response.status_code == 200
+            next(response.iter_raw())
+        # The client hung up after the first chunk; the server stops and returns its connection.
+        deadline = time.monotonic() + 10
+        while live_app.state.engine.pool.checkedout() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert live_app.state.engine.pool.checkedout() == 0
+        assert http.get(EXPORT, headers=alice, params={"format": "csv"}).status_code == 200

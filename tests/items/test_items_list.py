@@ -175,3 +175,12 @@ def test_total_follows_creates_and_deletes_with_and_without_filters(
     assert listing(client, alice, tag="red")["total"] == 0
     assert listing(client, bob)["total"] == 1
     assert listing(client, alice, offset=5)["total"] == 1
+
+
+def test_list_entries_are_exactly_the_single_item_reads(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    create_item(client, alice, description='ünïcødé "quoted"', tags=["a", "b"], tax="7.5")
+    create_item(client, alice, price="0")
+    for entry in listing(client, alice)["items"]:
+        assert client.get(f"{ITEMS}/{entry['id']}", headers=alice).json() == entry

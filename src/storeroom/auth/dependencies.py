@@ -1,14 +1,23 @@
-"""Auth: the dependencies routers declare to require a caller."""
+"""Auth: the dependencies routers declare to require a caller, whatever credential it sends
+(a Bearer access token, HTTP Basic email and password, or an X-API-Key)."""
 
-from typing import Annotated
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends
-from fastapi.security import OAuth2PasswordBearer
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPBasic, HTTPBasicCredentials, OAuth2PasswordBearer
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.requests import HTTPConnection
 
 from storeroom.auth import service as auth_service
-from storeroom.auth.exceptions import NotAuthenticated
-from storeroom.core.db import DbReader
-from storeroom.core.dependencies import AppSettings
+from storeroom.auth.api_keys import service as api_keys_service
+from storeroom.auth.exceptions import InsufficientScope, InvalidCredentials, NotAuthenticated
+from storeroom.auth.rate_limit import LoginLimiter
+from storeroom.auth.schemas import Scope
+from storeroom.core.db import DbReader, DbSession
+from storeroom.core.dependencies import AppSettings, client_ip, current_time
 from storeroom.core.errors import PermissionDenied
 from storeroom.users.models import User
 
@@ -19,14 +28,92 @@ bearer_scheme = OAuth2PasswordBearer(
 )
 
 
-async def current_user(
+class _LenientHTTPBasic(HTTPBasic):
+    """HTTP Basic as in RFC 7617 (UTF-8), where a malformed header is a wrong password: the
+    same 401 body as any other bad credential."""
+
+    async def __call__(  # type: ignore[override]  # as FastAPI's own HTTPBasic
+        self, request: HTTPConnection
+    ) -> HTTPBasicCredentials | None:
+        scheme, param = get_authorization_scheme_param(request.headers.get("Authorization"))
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(param, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+            raise InvalidCredentials() from exc
+        email, separator, password = decoded.partition(":")
+        if not separator:
+            raise InvalidCredentials()
+        return HTTPBasicCredentials(username=email, password=password)
+
+
+basic_scheme = _LenientHTTPBasic(
+    scheme_name="HTTPBasic",
+    auto_error=False,
+    description="Email and password on every request. Each request pays a password hash.",
+)
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="APIKey",
+    auto_error=False,
+    description="Personal API key from POST /api/v1/users/me/api-keys.",
+)
+
+
+async def get_login_limiter(request: Request) -> LoginLimiter:
+    limiter: LoginLimiter = request.app.state.login_limiter
+    return limiter
+
+
+LoginLimiterDep = Annotated[LoginLimiter, Depends(get_login_limiter)]
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """Who is calling, and what the credential they sent allows."""
+
+    user: User
+    scope: Scope
+
+
+async def current_credential(
+    request: Request,
+    session: DbSession,
     reader: DbReader,
     settings: AppSettings,
     token: Annotated[str | None, Depends(bearer_scheme)],
-) -> User:
-    if not token:
-        raise NotAuthenticated()
-    return await auth_service.user_from_access_token(reader, token, settings)
+    basic: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Credential:
+    # The clock, the limiter and the caller's address are looked up only by the credentials
+    # that use them: the Bearer path, the busiest, resolves nothing more than it needs.
+    if api_key is not None:
+        now = await current_time(request)
+        user, scope = await api_keys_service.authenticate(session, api_key, now=now)
+        return Credential(user, scope)
+    if token:
+        return Credential(
+            await auth_service.user_from_access_token(reader, token, settings), Scope.write
+        )
+    if basic is not None:
+        user = await auth_service.login(
+            session,
+            await get_login_limiter(request),
+            basic.username,
+            basic.password,
+            client_ip=await client_ip(request),
+            now=await current_time(request),
+        )
+        return Credential(user, Scope.write)
+    raise NotAuthenticated()
+
+
+CurrentCredential = Annotated[Credential, Depends(current_credential)]
+
+
+async def current_user(credential: CurrentCredential) -> User:
+    return credential.user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
@@ -39,3 +126,20 @@ async def current_superuser(user: CurrentUser) -> User:
 
 
 CurrentSuperuser = Annotated[User, Depends(current_superuser)]
+
+
+class RequireScope:
+    """A dependency: the caller's credential must carry `scope` (a read-only API key gets 403
+    on a route that requires write)."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    async def __call__(self, credential: CurrentCredential) -> None:
+        if self.scope is Scope.write and credential.scope is not Scope.write:
+            raise InsufficientScope()
+
+
+def require_scope(scope: Scope | str) -> Any:
+    """For `dependencies=[require_scope("write")]` on a route or a router."""
+    return Depends(RequireScope(Scope(scope)))

@@ -1,7 +1,7 @@
 """Auth: the errors this domain raises. Every credential failure is a 401 with the same body,
 so a caller learns nothing about which part was wrong."""
 
-from storeroom.core.errors import Unauthorized
+from storeroom.core.errors import PermissionDenied, TooManyRequests, Unauthorized
 
 
 class InvalidCredentials(Unauthorized):
@@ -22,3 +22,18 @@ class TokenExpired(Unauthorized):
 class NotAuthenticated(Unauthorized):
     detail = "Not authenticated"
     code = "not_authenticated"
+
+
+class InvalidRefreshToken(Unauthorized):
+    detail = "Invalid refresh token"
+    code = "invalid_refresh_token"
+
+
+class LoginThrottled(TooManyRequests):
+    detail = "Too many failed logins; try again later"
+    code = "login_throttled"
+
+
+class InsufficientScope(PermissionDenied):
+    detail = "This API key is read-only"
+    code = "insufficient_scope"

@@ -1,23 +1,39 @@
 """Auth: who a credential belongs to, and the tokens we hand out."""
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, cast
 
+from sqlalchemy import ColumnElement, CursorResult, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from storeroom.auth.exceptions import InvalidCredentials, InvalidToken, TokenExpired
+from storeroom.auth.exceptions import (
+    InvalidCredentials,
+    InvalidRefreshToken,
+    InvalidToken,
+    LoginThrottled,
+    TokenExpired,
+)
+from storeroom.auth.models import RefreshToken
+from storeroom.auth.rate_limit import LoginLimiter
 from storeroom.auth.schemas import TokenResponse
 from storeroom.core.config import Settings
+from storeroom.core.db import utcnow
 from storeroom.core.security import (
     TokenError,
     TokenExpiredError,
     create_token,
     decode_token,
+    new_opaque_token,
+    opaque_token_hash,
     verify_password,
 )
 from storeroom.users import service as users_service
 from storeroom.users.models import User
+from storeroom.users.schemas import normalize_email
 
 ACCESS_TOKEN = "access"
+MAX_ACCOUNT_LENGTH = 254
 
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> User:
@@ -28,17 +44,137 @@ async def authenticate(session: AsyncSession, email: str, password: str) -> User
     if user is None or not check.valid or not user.is_active:
         raise InvalidCredentials()
     if check.new_hash:  # an old bcrypt hash: upgrade it now that we know the password
+        # Written at the request's commit, not flushed now: on SQLite a flush would hold the
+        # write lock while the login limiter writes through its own connection.
         user.hashed_password = check.new_hash
-        await session.flush()
     return user
 
 
-def issue_access_token(user: User, settings: Settings) -> TokenResponse:
+async def login(
+    session: AsyncSession,
+    limiter: LoginLimiter,
+    email: str,
+    password: str,
+    *,
+    client_ip: str,
+    now: datetime,
+) -> User:
+    """`authenticate`, within the failed-login limits of the account and of the caller's IP
+    (every password check goes through here: the token form and HTTP Basic)."""
+    account = normalize_email(email)[:MAX_ACCOUNT_LENGTH]
+    window = await limiter.check(account, client_ip, now)
+    if window.retry_after:
+        raise LoginThrottled(retry_after=window.retry_after)
+    try:
+        user = await authenticate(session, email, password)
+    except InvalidCredentials:
+        await limiter.record_failure(account, client_ip, now)
+        raise
+    if window.own_failures:
+        await limiter.forget(account, client_ip)
+    return user
+
+
+async def issue_tokens(
+    session: AsyncSession,
+    user: User,
+    settings: Settings,
+    *,
+    now: datetime,
+    family_id: str | None = None,
+) -> TokenResponse:
+    """An access token and a refresh token. Without `family_id` this is a new login: a new
+    family starts, and the user's expired refresh tokens are cleared out."""
     lifetime = timedelta(minutes=settings.access_token_minutes)
-    token, _claims = create_token(
+    # JWTs carry real time: their expiry is checked against the real clock by PyJWT.
+    access_token, _claims = create_token(
         str(user.id), ACCESS_TOKEN, key=settings.signing_key(), lifetime=lifetime
     )
-    return TokenResponse(access_token=token, expires_in=int(lifetime.total_seconds()))
+    if family_id is None:
+        family_id = uuid.uuid4().hex
+        await session.execute(
+            delete(RefreshToken).where(
+                RefreshToken.user_id == user.id, RefreshToken.expires_at <= now
+            )
+        )
+    refresh_token = new_opaque_token()
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family_id,
+            token_hash=opaque_token_hash(refresh_token),
+            created_at=now,
+            expires_at=now + timedelta(days=settings.refresh_token_days),
+        )
+    )
+    await session.flush()
+    return TokenResponse(
+        access_token=access_token,
+        expires_in=int(lifetime.total_seconds()),
+        refresh_token=refresh_token,
+    )
+
+
+async def refresh(
+    session: AsyncSession, presented: str, settings: Settings, *, now: datetime
+) -> TokenResponse:
+    """A new pair for a refresh token, which stops working. A token that was already used (or
+    revoked) means two parties hold copies of it: the whole family is revoked and both must log
+    in again."""
+    token = await _find_refresh_token(session, presented)
+    if token is None or token.expires_at <= now:
+        raise InvalidRefreshToken()
+    if token.used_at is None and token.revoked_at is None:
+        # Claiming is one conditional UPDATE, so two racing refreshes cannot both win.
+        claimed = await session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.id == token.id,
+                RefreshToken.used_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
+            )
+            .values(used_at=now)
+        )
+        if cast(CursorResult[Any], claimed).rowcount == 1:
+            user = await session.get(User, token.user_id)
+            if user is None or not user.is_active:
+                raise InvalidRefreshToken()
+            return await issue_tokens(session, user, settings, now=now, family_id=token.family_id)
+    await _revoke(session, RefreshToken.family_id == token.family_id, now)
+    # Commit before failing: the request's rollback must not undo the family's revocation.
+    await session.commit()
+    raise InvalidRefreshToken()
+
+
+async def logout(session: AsyncSession, presented: str, *, now: datetime) -> None:
+    """End the session the refresh token belongs to (its family). An unknown token is already
+    as logged out as it gets."""
+    token = await _find_refresh_token(session, presented)
+    if token is not None:
+        await _revoke(session, RefreshToken.family_id == token.family_id, now)
+
+
+async def revoke_all_refresh_tokens(
+    session: AsyncSession, user_id: int, *, now: datetime | None = None
+) -> None:
+    """Log the user out everywhere (after a password reset): no refresh token of theirs works
+    any more. Access tokens already issued live out their short lifetime."""
+    await _revoke(session, RefreshToken.user_id == user_id, now or utcnow())
+
+
+async def _find_refresh_token(session: AsyncSession, presented: str) -> RefreshToken | None:
+    return await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == opaque_token_hash(presented))
+    )
+
+
+async def _revoke(session: AsyncSession, which: ColumnElement[bool], now: datetime) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(which, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def user_from_access_token(reader: AsyncEngine, token: str, settings: Settings) -> User:

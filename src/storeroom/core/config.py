@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # A ping costs a round trip per checkout. Off by default: a connection that died (say, the
     # database restarted) fails one request and SQLAlchemy then recycles the whole pool.
     database_pre_ping: bool = False
+    redis_url: str | None = None
+    redis_key_prefix: str = "storeroom:"
+    login_max_failures: int = Field(default=10, ge=1)
+    login_failure_window_seconds: int = Field(default=300, ge=1)
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
     user_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
     file_sweep_interval_seconds: float = Field(default=900, gt=0)

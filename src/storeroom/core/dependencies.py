@@ -1,5 +1,7 @@
 """Dependencies every domain may declare."""
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,3 +16,24 @@ async def get_app_settings(request: Request) -> Settings:
 
 
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def current_time(request: Request) -> datetime:
+    """Now, from the app's clock (`app.state.clock`), so tests can move time instead of
+    sleeping."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+Now = Annotated[datetime, Depends(current_time)]
+
+MAX_CLIENT_IP_LENGTH = 45  # the longest textual IPv6 address
+
+
+async def client_ip(request: Request) -> str:
+    """The caller's address (uvicorn resolves X-Forwarded-For from trusted proxies)."""
+    host = request.client.host if request.client else "unknown"
+    return host[:MAX_CLIENT_IP_LENGTH]
+
+
+ClientIp = Annotated[str, Depends(client_ip)]

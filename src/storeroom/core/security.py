@@ -2,7 +2,9 @@
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -123,3 +125,14 @@ def decode_token(token: str, *, key: str, expected_type: str) -> dict[str, Any]:
     if claims["exp"] <= time.time():
         raise TokenExpiredError("Token expired")
     return claims
+
+
+def new_opaque_token(nbytes: int = 32) -> str:
+    """A random URL-safe token (refresh tokens, API keys): `nbytes` of entropy."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def opaque_token_hash(token: str) -> str:
+    """How opaque tokens are stored. sha256 is enough for 256 random bits (no dictionary to
+    try), and fast enough to check on every request, unlike a password hash."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

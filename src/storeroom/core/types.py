@@ -40,4 +40,6 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return None
         if dialect.name == "sqlite":
             return Decimal(int(value)).scaleb(-self.scale).quantize(self._unit)
+        if isinstance(value, Decimal):  # NUMERIC(p, s) already comes back with s places
+            return value
         return Decimal(value).quantize(self._unit)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from storeroom.auth.dependencies import CurrentUser
+from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
@@ -78,7 +78,8 @@ class ContentResponse(StreamingResponse):
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=FileRead,
-    responses=error_responses(400, 404, 413, 415),
+    responses=error_responses(400, 403, 404, 413, 415),
+    dependencies=[require_scope("write")],
     openapi_extra=UPLOAD_OPENAPI,
     summary="Upload a file (multipart field `file`)",
 )
@@ -149,7 +150,8 @@ async def download_file(
 @router.delete(
     "/{file_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(404),
+    responses=error_responses(403, 404),
+    dependencies=[require_scope("write")],
     summary="Delete a file and its bytes",
 )
 async def delete_file(file: OwnedFile, session: DbSession, storage: FileStorage) -> None:

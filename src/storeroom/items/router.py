@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from storeroom.auth.dependencies import CurrentUser
+from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
@@ -50,9 +50,10 @@ _EXPORT_MEDIA_TYPES = {
 
 @router.post(
     "",
+    dependencies=[require_scope("write")],
     status_code=status.HTTP_201_CREATED,
     response_model=ItemRead,
-    responses={201: {"headers": _ETAG_HEADER}},
+    responses={201: {"headers": _ETAG_HEADER}, **error_responses(403)},
     summary="Add an item to the caller's catalog",
 )
 async def create_item(
@@ -78,15 +79,8 @@ async def list_items(
         ItemSort.created_at_desc
     ),
 ) -> Response:
-    items, total = await items_service.list_items(session, filters, page, sort)
-    body = ItemPage(
-        items=[ItemRead.model_validate(item) for item in items],
-        total=total,
-        offset=page.offset,
-        limit=page.limit,
-    )
-    # Already validated: serialize once instead of letting response_model check it again.
-    return Response(body.model_dump_json(), media_type="application/json")
+    records, total = await items_service.list_items(session, filters, page, sort)
+    return Response(items_service.page_json(records, total, page), media_type="application/json")
 
 
 @router.get(
@@ -148,8 +142,9 @@ async def read_item(
 
 @router.patch(
     "/{item_id:int}",
+    dependencies=[require_scope("write")],
     response_model=ItemRead,
-    responses={200: {"headers": _ETAG_HEADER}, **error_responses(404, 412)},
+    responses={200: {"headers": _ETAG_HEADER}, **error_responses(403, 404, 412)},
     summary="Change the fields sent (If-Match guards against lost updates)",
 )
 async def update_item(
@@ -166,8 +161,9 @@ async def update_item(
 
 @router.delete(
     "/{item_id:int}",
+    dependencies=[require_scope("write")],
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(404, 412),
+    responses=error_responses(403, 404, 412),
     summary="Delete an item",
 )
 async def delete_item(item: OwnedItem, session: DbSession, if_match: IfMatch) -> None:

@@ -78,7 +78,21 @@ def normalize_tag(value: str) -> str:
     return tag
 
 
-Tag = Annotated[str, Field(max_length=200), AfterValidator(normalize_tag)]
+Tag = Annotated[
+    str,
+    Field(max_length=200),
+    AfterValidator(normalize_tag),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_TAG_LENGTH,
+            "pattern": "^[^;,\\x00-\\x1f\\x7f]+$",
+            "description": "Lower-cased and trimmed; no ';', ',' or control characters.",
+            "examples": ["kitchen"],
+        }
+    ),
+]
 
 
 def _split_joined_tags(value: object) -> object:

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from storeroom.auth.dependencies import CurrentSuperuser, CurrentUser
+from storeroom.auth.dependencies import CurrentSuperuser, CurrentUser, require_scope
 from storeroom.core.db import DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
@@ -43,7 +43,8 @@ async def read_me(user: CurrentUser) -> User:
 @router.patch(
     "/me",
     response_model=UserRead,
-    responses=error_responses(400, 401),
+    responses=error_responses(400, 401, 403),
+    dependencies=[require_scope("write")],
     summary="Change the caller's email or password (needs current_password)",
 )
 async def update_me(changes: UserUpdateMe, user: CurrentUser, session: DbSession) -> User:
@@ -53,7 +54,8 @@ async def update_me(changes: UserUpdateMe, user: CurrentUser, session: DbSession
 @router.delete(
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401),
+    responses=error_responses(401, 403),
+    dependencies=[require_scope("write")],
     summary="Delete the caller's account",
 )
 async def delete_me(user: CurrentUser, session: DbSession) -> None:
@@ -95,6 +97,7 @@ async def read_user(user: VisibleUser) -> User:
     "/{user_id}",
     response_model=UserRead,
     responses=error_responses(401, 403, 404),
+    dependencies=[require_scope("write")],
     summary="Activate, deactivate, promote or demote an account (superuser)",
 )
 async def update_user(

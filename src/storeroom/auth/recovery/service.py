@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from sqlalchemy import CursorResult, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storeroom.auth import service as auth_service
 from storeroom.auth.recovery.exceptions import InvalidResetToken, ResetTokenExpired
 from storeroom.core.config import Settings
 from storeroom.core.db import utcnow
@@ -99,7 +100,8 @@ async def reset_password(
     )
     if result.rowcount != 1:
         raise InvalidResetToken()
-    await revoke_refresh_tokens(session, user.id)
+    # A reset ends every session the old password opened.
+    await auth_service.revoke_all_refresh_tokens(session, user.id)
     return user
 
 
@@ -111,9 +113,3 @@ async def _user_for(session: AsyncSession, claims: dict[str, Any]) -> User | Non
     if not 1 <= user_id <= 2**31 - 1:  # users.id is a 32-bit integer
         return None
     return await session.get(User, user_id)
-
-
-async def revoke_refresh_tokens(session: AsyncSession, user_id: int) -> None:
-    """A reset ends every session the old password opened. The one call site for issue 3
-    item 1: refresh tokens live on branch issue-auth, and the integrator points this at
-    `auth_service.revoke_all_refresh_tokens(session, user_id)` when the branches meet."""

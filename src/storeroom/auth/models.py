@@ -1,0 +1,39 @@
+"""Auth: refresh tokens (stored hashed, in families) and the failed-login log."""
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storeroom.core.db import Base
+
+
+class RefreshToken(Base):
+    """One refresh token. Each login starts a family; each refresh marks its token used and adds
+    the next one to the family, so presenting a used token reveals a copy and ends the family."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    family_id: Mapped[str] = mapped_column(String(32), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class LoginFailure(Base):
+    """A failed login, kept for the length of the rate-limit window (the database limiter)."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_account_failed_at", "account", "failed_at"),
+        Index("ix_login_failures_client_ip_failed_at", "client_ip", "failed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account: Mapped[str] = mapped_column(String(254))
+    client_ip: Mapped[str] = mapped_column(String(45))
+    failed_at: Mapped[datetime] = mapped_column(index=True)

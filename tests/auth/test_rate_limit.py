@@ -1,0 +1,103 @@
+"""Failed-login limits over HTTP (database-backed): per account, per client IP, with
+Retry-After, lifted when the window has passed."""
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pwdlib.hashers.bcrypt import BcryptHasher
+
+from storeroom.users.models import User
+from tests.auth.conftest import MAX_FAILURES, WINDOW_SECONDS, failed_login
+from tests.conftest import PASSWORD, FakeClock, client_from, register, run_in_app
+
+
+def login_status(client: TestClient, email: str, password: str = PASSWORD) -> int:
+    response = client.post("/api/v1/auth/token", data={"username": email, "password": password})
+    return response.status_code
+
+
+def test_too_many_failures_is_429_with_retry_after_even_with_the_right_password(
+    client: TestClient, clock: FakeClock
+) -> None:
+    register(client, "alice@example.com")
+    assert [failed_login(client, "alice@example.com") for _ in range(MAX_FAILURES)] == [
+        401
+    ] * MAX_FAILURES
+    clock.advance(10)
+    response = client.post(
+        "/api/v1/auth/token", data={"username": "alice@example.com", "password": PASSWORD}
+    )
+    assert response.status_code == 429
+    assert response.json()["code"] == "login_throttled"
+    assert int(response.headers["retry-after"]) == WINDOW_SECONDS - 10
+
+
+def test_login_is_allowed_again_once_the_window_has_passed(
+    client: TestClient, clock: FakeClock
+) -> None:
+    register(client, "alice@example.com")
+    for _ in range(MAX_FAILURES):
+        failed_login(client, "alice@example.com")
+    clock.advance(WINDOW_SECONDS - 1)
+    assert login_status(client, "alice@example.com") == 429
+    clock.advance(1)
+    assert login_status(client, "alice@example.com") == 200
+
+
+def test_the_account_limit_applies_from_every_address(client: TestClient) -> None:
+    register(client, "alice@example.com")
+    for _ in range(MAX_FAILURES):
+        failed_login(client, "alice@example.com")
+    elsewhere = client_from(client, "198.51.100.7")
+    assert login_status(elsewhere, "alice@example.com") == 429
+
+
+def test_one_address_failing_on_many_accounts_is_limited(client: TestClient) -> None:
+    register(client, "alice@example.com")
+    for number in range(MAX_FAILURES):
+        failed_login(client, f"victim{number}@example.com")
+    assert login_status(client, "alice@example.com") == 429
+    assert login_status(client_from(client, "198.51.100.7"), "alice@example.com") == 200
+
+
+def test_a_login_forgets_its_own_failures_from_that_address(client: TestClient) -> None:
+    register(client, "alice@example.com")
+    for _ in range(MAX_FAILURES - 1):
+        failed_login(client, "alice@example.com")
+    assert login_status(client, "alice@example.com") == 200
+    for _ in range(MAX_FAILURES - 1):
+        failed_login(client, "alice@example.com")
+    assert login_status(client, "alice@example.com") == 200
+
+
+def test_a_login_does_not_reset_another_addresses_failures(client: TestClient) -> None:
+    register(client, "alice@example.com")
+    attacker = client_from(client, "203.0.113.66")
+    for _ in range(MAX_FAILURES - 1):
+        failed_login(attacker, "alice@example.com")
+    assert login_status(client, "alice@example.com") == 200
+    failed_login(attacker, "alice@example.com")
+    assert login_status(attacker, "alice@example.com") == 429
+    assert login_status(client, "alice@example.com") == 429
+
+
+def test_a_login_after_a_failure_still_upgrades_an_old_bcrypt_hash(client: TestClient) -> None:
+    alice = register(client, "alice@example.com")
+
+    async def use_bcrypt() -> None:
+        app: FastAPI = client.app  # type: ignore[assignment]
+        async with app.state.sessionmaker() as session, session.begin():
+            user = await session.get(User, alice["id"])
+            assert user is not None
+            user.hashed_password = BcryptHasher().hash(PASSWORD)
+
+    async def stored_hash() -> str:
+        app: FastAPI = client.app  # type: ignore[assignment]
+        async with app.state.sessionmaker() as session:
+            user = await session.get(User, alice["id"])
+            assert user is not None
+            return user.hashed_password
+
+    run_in_app(client, use_bcrypt)
+    failed_login(client, "alice@example.com")
+    assert login_status(client, "alice@example.com") == 200
+    assert run_in_app(client, stored_hash).startswith("$argon2")
