@@ -57,7 +57,14 @@ def live_server(
     shutil.copyfile(Path(migrated_databases["sqlite"].split(":///", 1)[1]), database)
     url = async_database_url(f"sqlite:///{database}")
     app = create_app(
-        Settings(database_url=url, data_dir=workdir / "data", secret_key=TEST_SECRET_KEY)
+        Settings(
+            database_url=url,
+            data_dir=workdir / "data",
+            secret_key=TEST_SECRET_KEY,
+            # The run sends hundreds of bad credentials on purpose; it checks that each is a
+            # 401, not the login throttle (which tests/auth covers).
+            login_max_failures=1_000_000,
+        )
     )
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
