@@ -56,13 +56,13 @@ def live_server(
     database = workdir / "storeroom.db"
     shutil.copyfile(Path(migrated_databases["sqlite"].split(":///", 1)[1]), database)
     url = async_database_url(f"sqlite:///{database}")
+    # Every operation is also tried with bad credentials; with enough operations those
+    # failures would reach the failed-login limit and turn the expected 401s into 429s.
     app = create_app(
         Settings(
             database_url=url,
             data_dir=workdir / "data",
             secret_key=TEST_SECRET_KEY,
-            # The run sends hundreds of bad credentials on purpose; it checks that each is a
-            # 401, not the login throttle (which tests/auth covers).
             login_max_failures=1_000_000,
         )
     )

@@ -42,6 +42,8 @@ def serve(
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level)
+    # /readyz reads the migration state; Alembic would log its context on every probe.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     uvicorn.run(
         "storeroom.main:create_app",
         factory=True,
