@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHMARKS = ["foundation", "auth_credentials", "password_recovery_timing", "items"]
+BENCHMARKS = ["foundation", "auth_credentials", "password_recovery_timing", "items", "files"]
 
 
 def main(argv: list[str]) -> None:

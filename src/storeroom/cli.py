@@ -1,4 +1,4 @@
-"""The `storeroom` command: serve, migrate, create-superuser."""
+"""The `storeroom` command: serve, migrate, create-superuser, files verify."""
 
 import asyncio
 import logging
@@ -111,6 +111,65 @@ def create_superuser(
             await engine.dispose()
 
     typer.echo(asyncio.run(run()))
+
+
+files_app = typer.Typer(help="Stored files.", no_args_is_help=True)
+app.add_typer(files_app, name="files")
+
+
+@files_app.command("verify")
+def verify_files(
+    remove_unreferenced: Annotated[
+        bool,
+        typer.Option(
+            help="Also delete bytes without rows that are older than an hour (for example "
+            "the files of deleted accounts)."
+        ),
+    ] = False,
+) -> None:
+    """Report rows without bytes, bytes without rows, and size mismatches (exit 1 if any)."""
+    from storeroom.files import service as files_service
+    from storeroom.files.storage import create_storage
+
+    settings = _settings_or_exit()
+
+    async def run() -> tuple[files_service.StorageReport, int]:
+        from storeroom.core.db import create_engine, create_sessionmaker
+
+        engine = create_engine(settings)
+        storage = create_storage(settings)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                report = await files_service.verify(session, storage)
+        finally:
+            await engine.dispose()
+        removed = 0
+        if remove_unreferenced:
+            removed = await files_service.remove_unreferenced(storage, report)
+        return report, removed
+
+    report, removed = asyncio.run(run())
+    for missing in report.missing_content:
+        typer.echo(
+            f"row without bytes: file {missing.file_id} "
+            f"(owner {missing.owner_id}, key {missing.storage_key})"
+        )
+    for mismatch in report.size_mismatches:
+        typer.echo(
+            f"size mismatch: file {mismatch.file_id} (key {mismatch.storage_key}): "
+            f"row says {mismatch.expected} bytes, storage has {mismatch.actual}"
+        )
+    for blob in report.unreferenced:
+        typer.echo(f"bytes without row: key {blob.key} ({blob.size} bytes)")
+    typer.echo(
+        f"{report.rows} rows, {report.blobs} blobs: {len(report.missing_content)} rows without "
+        f"bytes, {len(report.unreferenced)} blobs without rows, "
+        f"{len(report.size_mismatches)} size mismatches"
+    )
+    if remove_unreferenced:
+        typer.echo(f"removed {removed} blobs without rows (older than an hour)")
+    if not report.healthy:
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

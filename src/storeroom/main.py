@@ -18,6 +18,9 @@ from storeroom.core.db import create_engine, create_reader, create_sessionmaker,
 from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.openapi import document_credential_errors
 from storeroom.core.requests import RequestContextMiddleware
+from storeroom.files import service as files_service
+from storeroom.files.router import router as files_router
+from storeroom.files.storage import create_storage
 from storeroom.health.router import router as health_router
 from storeroom.items.router import router as items_router
 from storeroom.notifications.senders import create_sender
@@ -52,7 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.login_limiter = create_login_limiter(settings, app.state.sessionmaker)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         try:
-            yield
+            async with files_service.incomplete_upload_sweeper(
+                app.state.file_storage, settings.file_sweep_interval_seconds
+            ):
+                yield
         finally:
             await app.state.login_limiter.close()
             await engine.dispose()
@@ -65,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     app.state.settings = settings
+    app.state.file_storage = create_storage(settings)
     app.state.clock = utcnow
 
     app.include_router(health_router)  # first: probes are hit often and must match fast
@@ -77,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         users_router,
         api_keys_router,
         items_router,
+        files_router,
     ):
         app.include_router(domain_router, prefix=API_PREFIX, responses=error_responses(400, 422))
 

@@ -3,6 +3,7 @@
 from storeroom.auth.api_keys.models import ApiKey
 from storeroom.auth.models import LoginFailure, RefreshToken
 from storeroom.core.db import Base
+from storeroom.files.models import StoredFile
 from storeroom.items.models import Item, ItemCount, ItemTag
 from storeroom.users.models import User
 
@@ -14,5 +15,6 @@ __all__ = [
     "ItemTag",
     "LoginFailure",
     "RefreshToken",
+    "StoredFile",
     "User",
 ]

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "storeroom:"
     login_max_failures: int = Field(default=10, ge=1)
     login_failure_window_seconds: int = Field(default=300, ge=1)
+    max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    user_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
+    file_sweep_interval_seconds: float = Field(default=900, gt=0)
+    file_fsync: bool = True
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -10,10 +10,18 @@ from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbReader, DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
+from storeroom.files import service as files_service
 from storeroom.items import service as items_service
 from storeroom.items.dependencies import Filters, IfMatch, IfNoneMatch, OwnedItem, VisibleItem
 from storeroom.items.models import Item
-from storeroom.items.schemas import ExportFormat, ItemCreate, ItemRead, ItemSort, ItemUpdate
+from storeroom.items.schemas import (
+    ExportFormat,
+    ItemCreate,
+    ItemDetail,
+    ItemRead,
+    ItemSort,
+    ItemUpdate,
+)
 
 router = APIRouter(prefix="/items", tags=["items"], responses=error_responses(401, 422))
 
@@ -114,19 +122,22 @@ async def export_items(
 
 @router.get(
     "/{item_id:int}",
-    response_model=ItemRead,
+    response_model=ItemDetail,
     responses={
         200: {"headers": _ETAG_HEADER},
         304: {"description": "Not modified"},
         **error_responses(404),
     },
-    summary="One item (304 when If-None-Match names its current ETag)",
+    summary="One item with its attached files (304 when If-None-Match names its ETag)",
 )
-async def read_item(item: VisibleItem, response: Response, if_none_match: IfNoneMatch) -> Any:
+async def read_item(
+    item: VisibleItem, session: DbSession, response: Response, if_none_match: IfNoneMatch
+) -> Any:
     if if_none_match is not None and if_none_match.matches(item.version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": item.etag})
     response.headers["ETag"] = item.etag
-    return item
+    files = await files_service.list_for_item(session, item.id)
+    return ItemDetail.model_validate({**ItemRead.model_validate(item).__dict__, "files": files})
 
 
 @router.patch(

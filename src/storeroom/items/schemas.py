@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from storeroom.core.schemas import InputSchema, PatchSchema, ReadSchema
+from storeroom.files import schemas as files_schemas
 
 MAX_TAGS = 20
 MAX_TAG_LENGTH = 40
@@ -172,6 +173,12 @@ class ItemRead(ReadSchema):
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class ItemDetail(ItemRead):
+    """One item with the files attached to it (the newest 100)."""
+
+    files: list[files_schemas.FileRead]
 
 
 CSV_COLUMNS = ("id", "name", "description", "price", "tax", "tags", "created_at", "updated_at")

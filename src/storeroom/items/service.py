@@ -288,6 +288,18 @@ async def update_item(
     return item
 
 
+async def touch(session: AsyncSession, item_id: int, owner_id: int) -> bool:
+    """Mark the owner's item changed (a new version) because something its response shows
+    changed, such as its attached files; locks the row until commit. False if there is none."""
+    result = await session.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.owner_id == owner_id)
+        .values(version=Item.version + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 async def delete_item(
     session: AsyncSession, item: Item, *, expected: VersionMatch | None = None
 ) -> None:

@@ -1,0 +1,1 @@
+"""Files: uploaded bytes, their metadata, and how they are served back."""

@@ -1,0 +1,158 @@
+"""Files: HTTP endpoints to upload, list, read, download and delete files."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from storeroom.auth.dependencies import CurrentUser, require_scope
+from storeroom.core.db import DbSession
+from storeroom.core.errors import error_responses
+from storeroom.core.pagination import Page, Pagination
+from storeroom.files import downloads
+from storeroom.files import service as files_service
+from storeroom.files.dependencies import FileStorage, IncomingUpload, OwnedFile, UploadLimits
+from storeroom.files.models import StoredFile
+from storeroom.files.schemas import FileRead
+
+router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(401, 422))
+
+# The upload handler reads the raw body stream, so FastAPI cannot derive the body from its
+# parameters; this documents it.
+UPLOAD_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The file. Its name and media type come from the "
+                            "part's Content-Disposition filename and Content-Type.",
+                        },
+                        "item_id": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "Attach the file to this item of yours.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+DOWNLOAD_OPENAPI: dict[str, Any] = {
+    "responses": {
+        "200": {
+            "description": "The whole file.",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        "206": {"description": "The requested byte range, with Content-Range."},
+        "304": {"description": "Not modified: If-None-Match matched the ETag."},
+    }
+}
+
+
+class ContentResponse(StreamingResponse):
+    """Streams a file's content and always closes it, also when the client goes away mid-way
+    (Starlette then cancels the stream without closing the iterator)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=FileRead,
+    responses=error_responses(400, 403, 404, 413, 415),
+    dependencies=[require_scope("write")],
+    openapi_extra=UPLOAD_OPENAPI,
+    summary="Upload a file (multipart field `file`)",
+)
+async def upload_file(
+    incoming: IncomingUpload,
+    owner: CurrentUser,
+    session: DbSession,
+    storage: FileStorage,
+    limits: UploadLimits,
+    response: Response,
+) -> StoredFile:
+    file = await files_service.upload(session, storage, owner.id, incoming, limits)
+    response.headers["Location"] = f"/api/v1/files/{file.id}"
+    return file
+
+
+@router.get("", response_model=Page[FileRead], summary="The caller's files, newest first")
+async def list_files(
+    owner: CurrentUser,
+    session: DbSession,
+    page: Pagination,
+    item_id: Annotated[
+        int | None, Query(ge=1, le=2**31 - 1, description="Only files attached to this item.")
+    ] = None,
+) -> Page[FileRead]:
+    files, total = await files_service.list_owned(session, owner.id, page, item_id=item_id)
+    return Page(
+        items=[FileRead.model_validate(file) for file in files],
+        total=total,
+        offset=page.offset,
+        limit=page.limit,
+    )
+
+
+@router.get(
+    "/{file_id}",
+    response_model=FileRead,
+    responses=error_responses(404),
+    summary="A file's metadata",
+)
+async def read_file(file: OwnedFile) -> StoredFile:
+    return file
+
+
+@router.get(
+    "/{file_id}/content",
+    response_class=ContentResponse,
+    responses=error_responses(404, 416),
+    openapi_extra=DOWNLOAD_OPENAPI,
+    summary="Download a file (Range and If-None-Match supported)",
+)
+async def download_file(
+    file: OwnedFile,
+    storage: FileStorage,
+    range_header: Annotated[str | None, Header(alias="Range", include_in_schema=True)] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+    if_range: Annotated[str | None, Header()] = None,
+) -> Response:
+    plan = downloads.plan(
+        file, range_header=range_header, if_none_match=if_none_match, if_range=if_range
+    )
+    if plan.status == status.HTTP_304_NOT_MODIFIED:
+        return Response(status_code=plan.status, headers=plan.headers)
+    content = await files_service.open_content(storage, file, plan)
+    return ContentResponse(content, status_code=plan.status, headers=plan.headers)
+
+
+@router.delete(
+    "/{file_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(403, 404),
+    dependencies=[require_scope("write")],
+    summary="Delete a file and its bytes",
+)
+async def delete_file(file: OwnedFile, session: DbSession, storage: FileStorage) -> None:
+    await files_service.delete(session, storage, file)

@@ -1,0 +1,215 @@
+"""Nothing leaks: interrupted uploads leave nothing, abandoned temp files are swept, and
+`storeroom files verify` reports rows and bytes that lost each other."""
+
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import delete
+from typer.testing import CliRunner
+
+from storeroom.cli import app as cli
+from storeroom.core.config import Settings, get_settings
+from storeroom.users.models import User
+from tests.conftest import TEST_SECRET_KEY, run_in_app
+from tests.files.conftest import MULTIPART, files_on_disk, multipart_body, uploaded
+
+TWO_HOURS = 2 * 3600
+
+
+def temp_file(settings: Settings, age_seconds: float) -> Path:
+    """An upload's temp file as a crashed server would leave it, last written `age` ago."""
+    key = uuid.uuid4().hex
+    path = settings.data_dir / "files" / key[:2] / f".{key}.part"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"half an upload")
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def post_upload_raw(
+    client: TestClient,
+    headers: dict[str, str],
+    messages: list[dict[str, Any]],
+    content_length: int,
+    before_second_message: Callable[[], Awaitable[None]] | None = None,
+) -> list[dict[str, Any]]:
+    """POST /api/v1/files straight through ASGI, feeding the body `messages` one per receive
+    (so a test can cut the body off or act halfway); returns what the app sent."""
+    app: FastAPI = client.app  # type: ignore[assignment]
+    sent: list[dict[str, Any]] = []
+    calls = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2 and before_second_message is not None:
+            await before_second_message()
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/files",
+        "raw_path": b"/api/v1/files",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", headers["Authorization"].encode()),
+            (b"content-type", MULTIPART.encode()),
+            (b"content-length", str(content_length).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+    async def call() -> None:
+        await app(scope, receive, send)
+
+    run_in_app(client, call)
+    return sent
+
+
+def test_an_upload_cut_off_by_the_client_leaves_nothing(
+    client: TestClient, alice: dict[str, str], settings: Settings
+) -> None:
+    body = multipart_body(b"x" * 900)
+    sent = post_upload_raw(
+        client,
+        alice,
+        [
+            {"type": "http.request", "body": body[:600], "more_body": True},
+            {"type": "http.disconnect"},
+        ],
+        len(body),
+    )
+    assert sent[0]["status"] == 400
+    assert b"upload_interrupted" in sent[1]["body"]
+    assert files_on_disk(settings) == []
+    assert client.get("/api/v1/files", headers=alice).json()["total"] == 0
+
+
+def test_an_upload_whose_account_is_deleted_meanwhile_leaves_nothing(
+    client: TestClient, alice: dict[str, str], settings: Settings
+) -> None:
+    body = multipart_body(b"x" * 900)
+    app: FastAPI = client.app  # type: ignore[assignment]
+
+    async def delete_alice() -> None:
+        async with app.state.sessionmaker() as session, session.begin():
+            await session.execute(delete(User).where(User.email == "alice@example.com"))
+
+    sent = post_upload_raw(
+        client,
+        alice,
+        [
+            {"type": "http.request", "body": body[:600], "more_body": True},
+            {"type": "http.request", "body": body[600:], "more_body": False},
+        ],
+        len(body),
+        before_second_message=delete_alice,
+    )
+    assert sent[0]["status"] == 401
+    assert files_on_disk(settings) == []
+
+
+def test_old_temp_files_are_swept_at_startup_and_fresh_ones_kept(
+    app: FastAPI, settings: Settings
+) -> None:
+    abandoned = temp_file(settings, TWO_HOURS)
+    in_progress = temp_file(settings, 60)
+    with TestClient(app):
+        assert not abandoned.exists()
+        assert in_progress.exists()
+
+
+def test_old_temp_files_are_swept_periodically(settings: Settings) -> None:
+    from storeroom.main import create_app
+
+    app = create_app(settings.model_copy(update={"file_sweep_interval_seconds": 0.05}))
+    with TestClient(app):
+        abandoned = temp_file(settings, TWO_HOURS)
+        deadline = time.monotonic() + 10
+        while abandoned.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not abandoned.exists()
+
+
+@pytest.fixture
+def verify(settings: Settings) -> Iterator[Any]:
+    """Run `storeroom files verify` against the test database and data directory."""
+    env = {
+        "STOREROOM_DATABASE_URL": settings.database_url,
+        "STOREROOM_DATA_DIR": str(settings.data_dir),
+        "STOREROOM_SECRET_KEY": TEST_SECRET_KEY,
+    }
+
+    def run(*options: str) -> Any:
+        get_settings.cache_clear()
+        return CliRunner().invoke(cli, ["files", "verify", *options], env=env)
+
+    yield run
+    get_settings.cache_clear()
+
+
+def test_verify_passes_when_rows_and_bytes_agree(
+    client: TestClient, alice: dict[str, str], verify: Any
+) -> None:
+    uploaded(client, alice, b"fine")
+    result = verify()
+    assert result.exit_code == 0, result.output
+    assert "1 rows, 1 blobs: 0 rows without bytes, 0 blobs without rows" in result.output
+
+
+def test_verify_reports_rows_without_bytes_and_bytes_without_rows(
+    client: TestClient, alice: dict[str, str], settings: Settings, verify: Any
+) -> None:
+    lost = uploaded(client, alice, b"lost bytes")
+    uploaded(client, alice, b"fine")
+    lost_key = next(path for path in files_on_disk(settings) if path.read_bytes() == b"lost bytes")
+    lost_key.unlink()
+    stray_key = "f" * 32
+    stray = settings.data_dir / "files" / "ff" / stray_key
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"nobody's")
+    temp_file(settings, 10)  # an upload in progress is neither
+
+    result = verify()
+    assert result.exit_code == 1
+    assert f"row without bytes: file {lost}" in result.output
+    assert f"bytes without row: key {stray_key} (8 bytes)" in result.output
+    assert "2 rows, 2 blobs: 1 rows without bytes, 1 blobs without rows" in result.output
+
+
+def test_verify_can_remove_old_bytes_without_rows(
+    client: TestClient, alice: dict[str, str], settings: Settings, verify: Any
+) -> None:
+    uploaded(client, alice, b"kept")
+    shard = settings.data_dir / "files" / "ee"
+    shard.mkdir(parents=True, exist_ok=True)
+    old, fresh = shard / ("e" * 32), shard / ("e" * 31 + "0")
+    for path in (old, fresh):
+        path.write_bytes(b"orphan")
+    stamp = time.time() - TWO_HOURS
+    os.utime(old, (stamp, stamp))
+
+    result = verify("--remove-unreferenced")
+    assert "removed 1 blobs without rows" in result.output
+    assert not old.exists()
+    assert fresh.exists()
+    assert verify().exit_code == 1  # the fresh one is still reported
+    assert client.get("/api/v1/files", headers=alice).json()["total"] == 1
