@@ -3,16 +3,19 @@
 import asyncio
 import contextlib
 import hashlib
+import multiprocessing
 import os
 import secrets
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 from pwdlib import PasswordHash
@@ -21,33 +24,17 @@ from pwdlib.hashers.bcrypt import BcryptHasher
 
 JWT_ALGORITHM = "HS256"
 
+T = TypeVar("T")
+
 # Argon2 for new hashes; bcrypt hashes from older systems still verify and get rehashed.
 password_hash = PasswordHash((Argon2Hasher(), BcryptHasher()))
 
-# A hash to verify against when the account does not exist, so that an unknown email costs the
-# same time as a wrong password.
-_DUMMY_HASH = password_hash.hash("storeroom-timing-equaliser")
 
-
-def _lower_thread_priority() -> None:
-    """Hashing threads run at a lower priority than the event loop, so a storm of logins
-    cannot starve the requests that need no hashing (Linux renices per thread)."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-
-
-# Hashing is CPU-bound and argon2 releases the GIL: one thread per core is all that helps.
-_hashing_pool = ThreadPoolExecutor(
-    max_workers=os.cpu_count() or 2,
-    thread_name_prefix="storeroom-hash",
-    initializer=_lower_thread_priority,
-)
-
-
-async def hash_password(password: str) -> str:
-    return await asyncio.get_running_loop().run_in_executor(
-        _hashing_pool, password_hash.hash, password
-    )
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """A hash to verify against when the account does not exist, so that an unknown email
+    costs the same time as a wrong password."""
+    return password_hash.hash("storeroom-timing-equaliser")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +43,71 @@ class PasswordCheck:
     new_hash: str | None  # set when the stored hash should be upgraded (e.g. bcrypt -> argon2)
 
 
-async def verify_password(password: str, hashed: str | None) -> PasswordCheck:
-    def check() -> PasswordCheck:
-        if hashed is None:
-            password_hash.verify(password, _DUMMY_HASH)
-            return PasswordCheck(False, None)
-        try:
-            valid, new_hash = password_hash.verify_and_update(password, hashed)
-        except Exception:  # an unknown or corrupt hash format never authenticates
-            return PasswordCheck(False, None)
-        return PasswordCheck(valid, new_hash if valid else None)
+def _check_password(password: str, hashed: str | None) -> PasswordCheck:
+    if hashed is None:
+        password_hash.verify(password, _dummy_hash())
+        return PasswordCheck(False, None)
+    try:
+        valid, new_hash = password_hash.verify_and_update(password, hashed)
+    except Exception:  # an unknown or corrupt hash format never authenticates
+        return PasswordCheck(False, None)
+    return PasswordCheck(valid, new_hash if valid else None)
 
-    return await asyncio.get_running_loop().run_in_executor(_hashing_pool, check)
+
+def _start_hashing_worker() -> None:
+    """Hashing processes run at a lower priority than the API process, so a storm of logins
+    cannot starve the requests that need no hashing."""
+    try:  # Linux: run only when no other task wants the CPU
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(19)
+    _dummy_hash()
+
+
+class _HashingPool:
+    """Argon2 is CPU-bound and deliberately slow, so it runs in its own processes, one per
+    core: in threads of the API process, a hashing thread holding the GIL would make the event
+    loop wait for it, and a low-priority one holding it would make the loop wait even longer.
+    Started on first use (forkserver: safe from a process that already runs threads) and
+    restarted if a worker dies."""
+
+    def __init__(self) -> None:
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                self._executor = ProcessPoolExecutor(
+                    max_workers=os.cpu_count() or 2,
+                    mp_context=context,
+                    initializer=_start_hashing_worker,
+                )
+            return self._executor
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        executor = self._get()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        except BrokenProcessPool:
+            with self._lock:
+                if self._executor is executor:
+                    self._executor = None
+            executor.shutdown(wait=False, cancel_futures=True)
+            return await asyncio.get_running_loop().run_in_executor(self._get(), fn, *args)
+
+
+_hashing_pool = _HashingPool()
+
+
+async def hash_password(password: str) -> str:
+    return await _hashing_pool.run(password_hash.hash, password)
+
+
+async def verify_password(password: str, hashed: str | None) -> PasswordCheck:
+    return await _hashing_pool.run(_check_password, password, hashed)
 
 
 class TokenError(Exception):
