@@ -1,7 +1,8 @@
 """Pagination: the one offset/limit dependency every list endpoint uses, and the page shape."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
@@ -24,6 +25,7 @@ Pagination = Annotated[PageParams, Depends(page_params)]
 
 
 T = TypeVar("T")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class Page(BaseModel, Generic[T]):
@@ -31,3 +33,16 @@ class Page(BaseModel, Generic[T]):
     total: int
     offset: int
     limit: int
+
+
+def paginate(
+    schema: type[ModelT], rows: Iterable[Any], total: int, params: PageParams
+) -> Page[ModelT]:
+    """The page of `rows` (ORM objects or mappings) as `schema`, as every list endpoint
+    returns it."""
+    return Page[schema](  # type: ignore[valid-type]
+        items=[schema.model_validate(row) for row in rows],
+        total=total,
+        offset=params.offset,
+        limit=params.limit,
+    )

@@ -9,7 +9,7 @@ from starlette.types import Receive, Scope, Send
 from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbSession
 from storeroom.core.errors import error_responses
-from storeroom.core.pagination import Page, Pagination
+from storeroom.core.pagination import Page, Pagination, paginate
 from storeroom.files import downloads
 from storeroom.files import service as files_service
 from storeroom.files.dependencies import FileStorage, IncomingUpload, OwnedFile, UploadLimits
@@ -106,12 +106,7 @@ async def list_files(
     ] = None,
 ) -> Page[FileRead]:
     files, total = await files_service.list_owned(session, owner.id, page, item_id=item_id)
-    return Page(
-        items=[FileRead.model_validate(file) for file in files],
-        total=total,
-        offset=page.offset,
-        limit=page.limit,
-    )
+    return paginate(FileRead, files, total, page)
 
 
 @router.get(

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response, status
 from storeroom.auth.dependencies import CurrentSuperuser, CurrentUser, require_scope
 from storeroom.core.db import DbSession
 from storeroom.core.errors import error_responses
-from storeroom.core.pagination import Page, Pagination
+from storeroom.core.pagination import Page, Pagination, paginate
 from storeroom.notifications.dependencies import AppMailer
 from storeroom.users import service as users_service
 from storeroom.users.dependencies import ManagedUser, VisibleUser
@@ -75,12 +75,7 @@ async def list_users(
     q: Annotated[str | None, Query(max_length=254, description="Email contains this.")] = None,
 ) -> Page[UserRead]:
     users, total = await users_service.list_users(session, page, email_contains=q)
-    return Page(
-        items=[UserRead.model_validate(user) for user in users],
-        total=total,
-        offset=page.offset,
-        limit=page.limit,
-    )
+    return paginate(UserRead, users, total, page)
 
 
 @router.get(

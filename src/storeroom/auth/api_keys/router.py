@@ -9,7 +9,7 @@ from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbSession
 from storeroom.core.dependencies import Now
 from storeroom.core.errors import error_responses
-from storeroom.core.pagination import Page, Pagination
+from storeroom.core.pagination import Page, Pagination, paginate
 
 router = APIRouter(
     prefix="/users/me/api-keys", tags=["api keys"], responses=error_responses(401, 422)
@@ -36,12 +36,7 @@ async def list_api_keys(
     user: CurrentUser, session: DbSession, page: Pagination
 ) -> Page[ApiKeyRead]:
     keys, total = await api_keys_service.list_keys(session, user, page)
-    return Page(
-        items=[ApiKeyRead.model_validate(key) for key in keys],
-        total=total,
-        offset=page.offset,
-        limit=page.limit,
-    )
+    return paginate(ApiKeyRead, keys, total, page)
 
 
 @router.delete(
