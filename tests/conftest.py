@@ -32,6 +32,10 @@ from tests.smtp import SmtpServer
 
 T = TypeVar("T")
 
+# A test run builds hundreds of apps in one process; freezing each one's startup objects out of
+# the garbage collector would keep them all alive.
+os.environ.setdefault("STOREROOM_GC_FREEZE", "false")
+
 SERVICES_MODE = os.environ.get("STOREROOM_TEST_SERVICES", "").strip().lower()
 SERVER_URLS = {
     "postgresql": os.environ.get(

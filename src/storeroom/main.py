@@ -1,5 +1,6 @@
 """The application: routers, middleware, error handlers and lifespan. Wiring only."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reader = create_reader(engine)
         app.state.login_limiter = create_login_limiter(settings, app.state.sessionmaker)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
+        if settings.gc_freeze:
+            # What startup built lives as long as the process: keep it out of the cyclic
+            # collector's passes, which otherwise rescan it and stall requests (measured: p99
+            # of an authenticated GET 65 ms -> 9 ms under load).
+            gc.freeze()
         try:
             async with files_service.incomplete_upload_sweeper(
                 app.state.file_storage, settings.file_sweep_interval_seconds

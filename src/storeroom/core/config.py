@@ -75,10 +75,13 @@ class Settings(BaseSettings):
     password_reset_minutes: int = Field(default=60, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
-    database_pool_size: int = Field(default=10, ge=1)
+    database_pool_size: int = Field(default=20, ge=1)
     # A ping costs a round trip per checkout. Off by default: a connection that died (say, the
     # database restarted) fails one request and SQLAlchemy then recycles the whole pool.
     database_pre_ping: bool = False
+    # Freeze the objects built at startup out of the cyclic garbage collector (see main.py).
+    # Only for processes that build one app; a test run building hundreds turns it off.
+    gc_freeze: bool = True
     redis_url: str | None = None
     redis_key_prefix: str = "storeroom:"
     login_max_failures: int = Field(default=10, ge=1)
