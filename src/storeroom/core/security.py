@@ -54,12 +54,26 @@ def _check_password(password: str, hashed: str | None) -> PasswordCheck:
     return PasswordCheck(valid, new_hash if valid else None)
 
 
-def _start_hashing_worker() -> None:
+def _exit_with(api_process_id: int) -> None:
+    """A worker must not outlive the API process that started it; uvicorn ends on a re-raised
+    SIGTERM, so no atexit handler or lifespan hook can be relied on to stop the pool."""
+    while True:
+        time.sleep(1)
+        try:
+            os.kill(api_process_id, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # the pid was reused by another user's process
+            os._exit(0)
+
+
+def _start_hashing_worker(api_process_id: int) -> None:
     """Hashing processes run at the lowest priority, so a storm of logins cannot starve the
     requests that need no hashing. Nice 19 rather than SCHED_IDLE: measured, /healthz p99 under
     a login storm is the same, and logins still make progress on a saturated machine."""
     with contextlib.suppress(OSError):
         os.nice(19)
+    threading.Thread(target=_exit_with, args=(api_process_id,), daemon=True).start()
     _dummy_hash()
 
 
@@ -82,6 +96,7 @@ class _HashingPool:
                     max_workers=os.cpu_count() or 2,
                     mp_context=context,
                     initializer=_start_hashing_worker,
+                    initargs=(os.getpid(),),
                 )
             return self._executor
 
