@@ -214,14 +214,16 @@ def test_malformed_recovery_requests_are_422(client: TestClient) -> None:
         assert client.post(RESET, json=payload).status_code == 422, payload
 
 
-def test_reset_revokes_the_accounts_refresh_tokens(
+def test_reset_ends_every_session_of_the_account(
     client: TestClient, smtp_server: SmtpServer, carol: str
 ) -> None:
     before = client.post("/api/v1/auth/token", data={"username": carol, "password": PASSWORD})
     refresh_token = before.json()["refresh_token"]
+    access = {"Authorization": f"Bearer {before.json()['access_token']}"}
     token = _request_reset_token(client, smtp_server, carol)
     assert (
         client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD}).status_code == 200
     )
     response = client.post("/api/v1/auth/refresh", json={"refresh_token": refresh_token})
     assert response.status_code == 401
+    assert client.get("/api/v1/users/me", headers=access).status_code == 401

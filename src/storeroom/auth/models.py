@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storeroom.core.db import Base
+from storeroom.core.db import NEVER_REUSE_IDS, Base
 
 
 class RefreshToken(Base):
@@ -13,11 +13,15 @@ class RefreshToken(Base):
     the next one to the family, so presenting a used token reveals a copy and ends the family."""
 
     __tablename__ = "refresh_tokens"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     family_id: Mapped[str] = mapped_column(String(32), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The account's token key when this token was issued: a credential change draws a new
+    # one, and every refresh token issued before it stops working.
+    token_key: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]

@@ -17,9 +17,12 @@ from redis.asyncio import Redis
 from sqlalchemy import and_, case, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storeroom.auth.exceptions import LoginThrottled
 from storeroom.auth.models import LoginFailure
+from storeroom.core import security
 from storeroom.core.config import Settings
 from storeroom.core.db import UTCDateTime
+from storeroom.core.security import PasswordCheck
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,22 @@ class LoginLimiter(ABC):
 
     async def close(self) -> None:
         return None
+
+    async def verify_password(
+        self, account: str, client_ip: str, now: datetime, password: str, hashed: str | None
+    ) -> PasswordCheck:
+        """Check a password within the limits: every password check goes through here (the
+        token form, HTTP Basic, `current_password`), so none of them can be brute-forced.
+        `hashed` is None for an unknown account, which costs the same and counts the same."""
+        window = await self.check(account, client_ip, now)
+        if window.retry_after:
+            raise LoginThrottled(retry_after=window.retry_after)
+        result = await security.verify_password(password, hashed)
+        if not result.valid:
+            await self.record_failure(account, client_ip, now)
+        elif window.own_failures:
+            await self.forget(account, client_ip)
+        return result
 
     def _retry_after(self, now: datetime, *counted: tuple[int, datetime | None]) -> int:
         """Seconds until every (failures, oldest failure) pair is under the limit again."""

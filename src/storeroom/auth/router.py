@@ -9,7 +9,7 @@ from storeroom.auth import service as auth_service
 from storeroom.auth.dependencies import LoginLimiterDep
 from storeroom.auth.schemas import LogoutRequest, RefreshRequest, TokenResponse
 from storeroom.core.db import DbSession
-from storeroom.core.dependencies import AppSettings, ClientIp, Now
+from storeroom.core.dependencies import AppSettings, ClientIp, NoStore, Now
 from storeroom.core.errors import error_responses
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     "/token",
     response_model=TokenResponse,
     responses=error_responses(401, 422, 429),
+    dependencies=[NoStore],
     summary="Log in with email and password (OAuth2 password flow)",
 )
 async def login(
@@ -41,6 +42,7 @@ async def login(
     "/refresh",
     response_model=TokenResponse,
     responses=error_responses(401, 422),
+    dependencies=[NoStore],
     summary="Exchange a refresh token for a new access and refresh token",
 )
 async def refresh(

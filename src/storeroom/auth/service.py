@@ -1,5 +1,6 @@
 """Auth: who a credential belongs to, and the tokens we hand out."""
 
+import hmac
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -11,7 +12,6 @@ from storeroom.auth.exceptions import (
     InvalidCredentials,
     InvalidRefreshToken,
     InvalidToken,
-    LoginThrottled,
     TokenExpired,
 )
 from storeroom.auth.models import RefreshToken
@@ -26,28 +26,14 @@ from storeroom.core.security import (
     decode_token,
     new_opaque_token,
     opaque_token_hash,
-    verify_password,
 )
 from storeroom.users import service as users_service
 from storeroom.users.models import User
 from storeroom.users.schemas import normalize_email
 
 ACCESS_TOKEN = "access"
+TOKEN_KEY_CLAIM = "tk"
 MAX_ACCOUNT_LENGTH = 254
-
-
-async def authenticate(session: AsyncSession, email: str, password: str) -> User:
-    """The user for this email and password, or InvalidCredentials: unknown email, wrong
-    password and inactive account are indistinguishable, in body and in time."""
-    user = await users_service.get_by_email(session, email)
-    check = await verify_password(password, user.hashed_password if user else None)
-    if user is None or not check.valid or not user.is_active:
-        raise InvalidCredentials()
-    if check.new_hash:  # an old bcrypt hash: upgrade it now that we know the password
-        # Written at the request's commit, not flushed now: on SQLite a flush would hold the
-        # write lock while the login limiter writes through its own connection.
-        user.hashed_password = check.new_hash
-    return user
 
 
 async def login(
@@ -59,19 +45,21 @@ async def login(
     client_ip: str,
     now: datetime,
 ) -> User:
-    """`authenticate`, within the failed-login limits of the account and of the caller's IP
-    (every password check goes through here: the token form and HTTP Basic)."""
+    """The user for this email and password, within the failed-login limits of the account
+    and of the caller's IP, or InvalidCredentials: unknown email, wrong password and inactive
+    account are indistinguishable, in body and in time."""
     account = normalize_email(email)[:MAX_ACCOUNT_LENGTH]
-    window = await limiter.check(account, client_ip, now)
-    if window.retry_after:
-        raise LoginThrottled(retry_after=window.retry_after)
-    try:
-        user = await authenticate(session, email, password)
-    except InvalidCredentials:
-        await limiter.record_failure(account, client_ip, now)
-        raise
-    if window.own_failures:
-        await limiter.forget(account, client_ip)
+    # No stored email holds a NUL (PostgreSQL cannot even compare one): an unknown account.
+    user = None if "\x00" in email else await users_service.get_by_email(session, email)
+    check = await limiter.verify_password(
+        account, client_ip, now, password, user.hashed_password if user else None
+    )
+    if user is None or not check.valid or not user.is_active:
+        raise InvalidCredentials()
+    if check.new_hash:  # an old bcrypt hash: upgrade it now that we know the password
+        # Written at the request's commit, not flushed now: on SQLite a flush would hold the
+        # write lock while the login limiter writes through its own connection.
+        user.hashed_password = check.new_hash
     return user
 
 
@@ -88,7 +76,11 @@ async def issue_tokens(
     lifetime = timedelta(minutes=settings.access_token_minutes)
     # JWTs carry real time: their expiry is checked against the real clock by PyJWT.
     access_token, _claims = create_token(
-        str(user.id), ACCESS_TOKEN, key=settings.signing_key(), lifetime=lifetime
+        str(user.id),
+        ACCESS_TOKEN,
+        key=settings.signing_key(),
+        lifetime=lifetime,
+        extra={TOKEN_KEY_CLAIM: user.token_key},
     )
     if family_id is None:
         family_id = uuid.uuid4().hex
@@ -103,6 +95,7 @@ async def issue_tokens(
             user_id=user.id,
             family_id=family_id,
             token_hash=opaque_token_hash(refresh_token),
+            token_key=user.token_key,
             created_at=now,
             expires_at=now + timedelta(days=settings.refresh_token_days),
         )
@@ -137,7 +130,7 @@ async def refresh(
         )
         if cast(CursorResult[Any], claimed).rowcount == 1:
             user = await session.get(User, token.user_id)
-            if user is None or not user.is_active:
+            if user is None or not user.is_active or not _same_key(token.token_key, user):
                 raise InvalidRefreshToken()
             return await issue_tokens(session, user, settings, now=now, family_id=token.family_id)
     await _revoke(session, RefreshToken.family_id == token.family_id, now)
@@ -189,6 +182,11 @@ async def user_from_access_token(reader: AsyncEngine, token: str, settings: Sett
     except (TypeError, ValueError) as exc:
         raise InvalidToken() from exc
     user = await users_service.get_detached(reader, user_id)
-    if user is None or not user.is_active:
+    if user is None or not user.is_active or not _same_key(claims.get(TOKEN_KEY_CLAIM), user):
         raise InvalidToken()
     return user
+
+
+def _same_key(presented: object, user: User) -> bool:
+    """Whether a token was issued to this account as it is now (see `User.token_key`)."""
+    return isinstance(presented, str) and hmac.compare_digest(presented, user.token_key)

@@ -7,7 +7,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storeroom.core.db import Base, utcnow
+from storeroom.core.db import NEVER_REUSE_IDS, Base, utcnow
 from storeroom.core.etags import format_etag
 from storeroom.core.types import ExactDecimal
 
@@ -26,6 +26,7 @@ class Item(Base):
         Index("ix_items_owner_id_created_at", "owner_id", "created_at", "id"),
         Index("ix_items_owner_id_name", "owner_id", "name", "id"),
         Index("ix_items_owner_id_price", "owner_id", "price", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -4,8 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from storeroom.auth.dependencies import CurrentSuperuser, CurrentUser, require_scope
+from storeroom.auth.dependencies import (
+    CurrentSuperuser,
+    CurrentUser,
+    LoginLimiterDep,
+    require_scope,
+)
 from storeroom.core.db import DbSession
+from storeroom.core.dependencies import ClientIp, NoStore, Now
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination, paginate
 from storeroom.notifications.dependencies import AppMailer
@@ -34,7 +40,11 @@ async def register(
 
 
 @router.get(
-    "/me", response_model=UserRead, responses=error_responses(401), summary="The caller's account"
+    "/me",
+    response_model=UserRead,
+    responses=error_responses(401),
+    dependencies=[NoStore],
+    summary="The caller's account",
 )
 async def read_me(user: CurrentUser) -> User:
     return user
@@ -43,12 +53,24 @@ async def read_me(user: CurrentUser) -> User:
 @router.patch(
     "/me",
     response_model=UserRead,
-    responses=error_responses(400, 401, 403),
-    dependencies=[require_scope("write")],
+    responses=error_responses(400, 401, 403, 429),
+    dependencies=[require_scope("write"), NoStore],
     summary="Change the caller's email or password (needs current_password)",
 )
-async def update_me(changes: UserUpdateMe, user: CurrentUser, session: DbSession) -> User:
-    return await users_service.update_me(session, user, changes)
+async def update_me(
+    changes: UserUpdateMe,
+    user: CurrentUser,
+    session: DbSession,
+    limiter: LoginLimiterDep,
+    client: ClientIp,
+    now: Now,
+) -> User:
+    """Changing the email or password ends every other session: refresh tokens and access
+    tokens issued before stop working (API keys stay valid). Too many wrong
+    `current_password` tries answer 429, like failed logins."""
+    return await users_service.update_me(
+        session, user, changes, limiter=limiter, client_ip=client, now=now
+    )
 
 
 @router.delete(

@@ -1,21 +1,23 @@
 """Users: account logic. Takes the session explicitly; raises domain errors."""
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
+from storeroom.auth.rate_limit import LoginLimiter
 from storeroom.core.pagination import PageParams
-from storeroom.core.security import hash_password, verify_password
+from storeroom.core.security import hash_password
 from storeroom.users.exceptions import (
     CannotDemoteSelf,
     EmailTaken,
     UserNotFound,
     WrongCurrentPassword,
 )
-from storeroom.users.models import User
+from storeroom.users.models import User, new_token_key
 from storeroom.users.schemas import UserCreate, UserUpdateAdmin, UserUpdateMe, normalize_email
 
 
@@ -78,20 +80,35 @@ async def list_users(
     return rows.all(), total or 0
 
 
-async def update_me(session: AsyncSession, user: User, changes: UserUpdateMe) -> User:
+async def update_me(
+    session: AsyncSession,
+    user: User,
+    changes: UserUpdateMe,
+    *,
+    limiter: LoginLimiter,
+    client_ip: str,
+    now: datetime,
+) -> User:
+    """Change the caller's email or password. Both need the current password, checked within
+    the failed-login limits (a stolen token must not become a way to guess it), and both end
+    every other session of the account."""
     session.add(user)
     fields = changes.changes()
     fields.pop("current_password", None)
     if "email" in fields or "password" in fields:
-        check = await verify_password(changes.current_password or "", user.hashed_password)
+        check = await limiter.verify_password(
+            user.email, client_ip, now, changes.current_password or "", user.hashed_password
+        )
         if not check.valid:
             raise WrongCurrentPassword()
     if "email" in fields and fields["email"] != user.email:
         if await get_by_email(session, str(fields["email"])) is not None:
             raise EmailTaken()
         user.email = str(fields["email"])
+        user.token_key = new_token_key()
     if "password" in fields:
         user.hashed_password = await hash_password(str(fields["password"]))
+        user.token_key = new_token_key()
     await _flush_unique_email(session)
     return user
 
@@ -102,6 +119,8 @@ async def update_admin(
     fields = changes.changes()
     if user.id == actor.id and False in (fields.get("is_active"), fields.get("is_superuser")):
         raise CannotDemoteSelf()  # so the last superuser cannot lock everyone out
+    if fields.get("is_active") is False and user.is_active:
+        user.token_key = new_token_key()  # its sessions end now, and stay ended if reactivated
     for field, value in fields.items():
         setattr(user, field, value)
     await session.flush()

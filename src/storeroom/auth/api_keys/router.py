@@ -7,7 +7,7 @@ from storeroom.auth.api_keys.dependencies import OwnedApiKey
 from storeroom.auth.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbSession
-from storeroom.core.dependencies import Now
+from storeroom.core.dependencies import NoStore, Now
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination, paginate
 
@@ -21,7 +21,7 @@ router = APIRouter(
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
     responses=error_responses(400, 403, 409),
-    dependencies=[require_scope("write")],
+    dependencies=[require_scope("write"), NoStore],
     summary="Create an API key (the key is shown only in this response)",
 )
 async def create_api_key(

@@ -28,7 +28,7 @@ from storeroom.core.security import (
 )
 from storeroom.notifications import service as notifications_service
 from storeroom.users import service as users_service
-from storeroom.users.models import User
+from storeroom.users.models import User, new_token_key
 
 RESET_TOKEN = "password_reset"
 RESET_PATH = "/reset-password"
@@ -95,12 +95,13 @@ async def reset_password(
         await session.execute(
             update(User)
             .where(User.id == user.id, User.hashed_password == user.hashed_password)
-            .values(hashed_password=new_hash, updated_at=utcnow())
+            .values(hashed_password=new_hash, token_key=new_token_key(), updated_at=utcnow())
         ),
     )
     if result.rowcount != 1:
         raise InvalidResetToken()
-    # A reset ends every session the old password opened.
+    # A reset ends every session the old password opened (the new token key already fails
+    # their tokens; the refresh tokens are also marked revoked, for the record).
     await auth_service.revoke_all_refresh_tokens(session, user.id)
     return user
 
