@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from storeroom import __version__
@@ -15,10 +14,11 @@ from storeroom.auth.rate_limit import create_login_limiter
 from storeroom.auth.recovery.router import router as recovery_router
 from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
+from storeroom.core.cors import install_cors
 from storeroom.core.db import create_engine, create_reader, create_sessionmaker, utcnow
 from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.openapi import document_credential_errors
-from storeroom.core.requests import RequestContextMiddleware
+from storeroom.core.requests import BodySizeLimitMiddleware, RequestContextMiddleware
 from storeroom.files import service as files_service
 from storeroom.files.router import router as files_router
 from storeroom.files.storage import create_storage
@@ -100,14 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     document_credential_errors(app)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_credentials=True,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=["X-Request-ID", "Location", "ETag"],
-        )
+    install_cors(app, settings.cors_origins)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "storeroom:"
     login_max_failures: int = Field(default=10, ge=1)
     login_failure_window_seconds: int = Field(default=300, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
     user_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
     file_sweep_interval_seconds: float = Field(default=900, gt=0)
@@ -96,6 +97,15 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_null_origin(cls, value: list[str]) -> list[str]:
+        if "null" in value:
+            # Sandboxed frames, file:// pages and redirects all send "null": allowing it allows
+            # them all.
+            raise ValueError('"null" cannot be an allowed CORS origin')
         return value
 
     @field_validator("public_url")

@@ -1,4 +1,5 @@
-"""Request plumbing: a request id on every request and response, and a structured access log.
+"""Request plumbing: a request id on every request and response, a structured access log,
+and the cap on request bodies.
 
 Written as plain ASGI middleware (no BaseHTTPMiddleware) so streamed responses pass through
 untouched and the cost per request stays a few microseconds.
@@ -11,6 +12,7 @@ import time
 import uuid
 from contextvars import ContextVar
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _request_id: ContextVar[str | None] = ContextVar("storeroom_request_id", default=None)
@@ -53,8 +55,12 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status_code = message["status"]
                 headers = list(message.get("headers", []))
-                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                present = {name.lower() for name, _ in headers}
+                if b"x-request-id" not in present:
                     headers.append((b"x-request-id", request_id.encode("latin-1")))
+                if b"x-content-type-options" not in present:
+                    # No response of ours is meant to be sniffed into something executable.
+                    headers.append((b"x-content-type-options", b"nosniff"))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -76,3 +82,63 @@ class RequestContextMiddleware:
                     )
                 )
             _request_id.reset(token)
+
+
+_BODY_LIMIT = "storeroom.max_body_bytes"
+
+
+class RequestBodyTooLarge(HTTPException):
+    """Raised from `receive` itself; an HTTPException, because FastAPI turns any other error
+    raised while it reads a body into a 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body larger than {limit} bytes")
+
+
+def lift_body_limit(scope: Scope) -> None:
+    """For a handler that streams its body and enforces a limit of its own (uploads). Call it
+    before the first read."""
+    scope[_BODY_LIMIT] = None
+
+
+class BodySizeLimitMiddleware:
+    """Caps every request body at `max_body_bytes` while it is read, before anything buffers
+    it: a declared Content-Length that is too large fails at the first read, a chunked body as
+    soon as it passes the limit. The check sits in `receive`, so the route is known by then
+    and an upload route can lift the cap (`lift_body_limit`)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+        declared: int | None = -1  # not looked at yet
+
+        async def limited_receive() -> Message:
+            nonlocal received, declared
+            limit: int | None = scope.get(_BODY_LIMIT, self.max_body_bytes)
+            if limit is None:
+                return await receive()
+            if declared == -1:
+                declared = _content_length(scope)
+                if declared is not None and declared > limit:
+                    raise RequestBodyTooLarge(limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise RequestBodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None

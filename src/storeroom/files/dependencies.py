@@ -10,6 +10,7 @@ from starlette.requests import ClientDisconnect
 from storeroom.auth.dependencies import CurrentUser
 from storeroom.core.db import DbSession
 from storeroom.core.dependencies import AppSettings
+from storeroom.core.requests import lift_body_limit
 from storeroom.files import service as files_service
 from storeroom.files.exceptions import UploadInterrupted
 from storeroom.files.models import StoredFile
@@ -53,7 +54,9 @@ async def _body(request: Request) -> AsyncIterator[bytes]:
 
 
 async def incoming_upload(request: Request) -> files_service.IncomingUpload:
-    """The request body as it arrives, unparsed: the service streams it into storage."""
+    """The request body as it arrives, unparsed: the service streams it into storage, under
+    the upload limits instead of the cap on other bodies."""
+    lift_body_limit(request.scope)
     length = request.headers.get("content-length")
     return files_service.IncomingUpload(
         body=_body(request),
