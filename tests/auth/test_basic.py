@@ -71,3 +71,11 @@ def test_docs_offer_bearer_basic_and_api_key_schemes(tmp_path: Path) -> None:
     assert ("apiKey", "X-API-Key") in kinds
     me = schema["paths"]["/api/v1/users/me"]["get"]["security"]
     assert len(me) == len(schemes) == 3
+
+
+def test_a_nul_in_basic_credentials_is_a_wrong_login_not_a_crash(client: TestClient) -> None:
+    register(client, "alice@example.com")
+    for headers in (basic("alice\x00@example.com"), basic("alice@example.com", "pass\x00word")):
+        response = client.get("/api/v1/users/me", headers=headers)
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "invalid_credentials"

@@ -155,3 +155,11 @@ def test_bcrypt_hash_from_an_older_system_logs_in_and_is_upgraded(client: TestCl
     assert upgraded.startswith("$argon2")
     assert password_hash.verify("legacy-password", upgraded)
     login(client, "legacy@example.com", "legacy-password")
+
+
+def test_a_nul_in_the_login_is_a_wrong_login_not_a_crash(client: TestClient) -> None:
+    register(client, "alice@example.com")
+    for email, password in (("alice\x00@example.com", PASSWORD), ("alice@example.com", "a\x00b")):
+        response = client.post("/api/v1/auth/token", data=_token_form(email, password))
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "invalid_credentials"

@@ -48,9 +48,11 @@ async def login(
     """The user for this email and password, within the failed-login limits of the account
     and of the caller's IP, or InvalidCredentials: unknown email, wrong password and inactive
     account are indistinguishable, in body and in time."""
-    account = normalize_email(email)[:MAX_ACCOUNT_LENGTH]
-    # No stored email holds a NUL (PostgreSQL cannot even compare one): an unknown account.
-    user = None if "\x00" in email else await users_service.get_by_email(session, email)
+    # No stored email holds a NUL, and PostgreSQL cannot even compare one: such an email is an
+    # unknown account, counted under a key the database can store.
+    has_nul = "\x00" in email
+    account = normalize_email(email.replace("\x00", "\ufffd"))[:MAX_ACCOUNT_LENGTH]
+    user = None if has_nul else await users_service.get_by_email(session, email)
     check = await limiter.verify_password(
         account, client_ip, now, password, user.hashed_password if user else None
     )
