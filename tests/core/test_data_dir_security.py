@@ -1,6 +1,8 @@
-"""The data directory: the development signing key stays the owner's."""
+"""The data directory: the development signing key and the SQLite database stay the owner's."""
 
+import logging
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -11,12 +13,15 @@ from typing import Any
 
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import storeroom
 from storeroom import cli
 from storeroom.core.config import ConfigurationError, Settings, get_settings
+from storeroom.core.migrations import upgrade
 from storeroom.main import create_app
+from tests.conftest import TEST_SECRET_KEY, login, register
 
 # Events Python audits just before it opens, links, renames, chmods or removes a file.
 _FILE_EVENTS = frozenset({"open", "os.chmod", "os.link", "os.rename", "os.replace", "os.remove"})
@@ -189,3 +194,113 @@ def test_an_empty_key_file_stops_the_app(tmp_path: Path) -> None:
     key_file.touch(mode=0o600)
     with pytest.raises(ConfigurationError, match=str(key_file)):
         create_app(Settings(data_dir=tmp_path))
+
+
+# The SQLite database
+
+
+def sqlite_files(database: Path) -> dict[str, int]:
+    """Mode of the database and of its -wal and -shm files, those that exist."""
+    candidates = [database, *(Path(f"{database}{suffix}") for suffix in ("-wal", "-shm"))]
+    return {path.name: mode(path) for path in candidates if path.exists()}
+
+
+def test_the_app_creates_a_private_data_dir_and_database(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    settings = Settings(data_dir=data_dir, secret_key=TEST_SECRET_KEY)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/readyz").status_code == 503  # reached the (new, empty) database
+        files = sqlite_files(data_dir / "storeroom.db")
+    assert mode(data_dir) == 0o700
+    assert files == {"storeroom.db": 0o600, "storeroom.db-wal": 0o600, "storeroom.db-shm": 0o600}
+
+
+def test_migrate_then_serve_keeps_the_database_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "new" / "data"
+    settings = Settings(data_dir=data_dir, secret_key=TEST_SECRET_KEY)
+    upgrade(settings.database_url)  # what `storeroom migrate` runs
+    assert mode(tmp_path / "new") == 0o700
+    assert mode(data_dir) == 0o700
+    assert sqlite_files(data_dir / "storeroom.db") == {"storeroom.db": 0o600}
+    with TestClient(create_app(settings)) as client:
+        register(client, "alice@example.com")
+        login(client, "alice@example.com")
+        files = sqlite_files(data_dir / "storeroom.db")
+    assert files == {"storeroom.db": 0o600, "storeroom.db-wal": 0o600, "storeroom.db-shm": 0o600}
+
+
+def _database_open_to_others(path: Path) -> sqlite3.Connection:
+    """A database as an earlier Storeroom left it under umask 022: 0644, WAL files included
+    (kept by the open connection)."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("CREATE TABLE leftover (email TEXT)")
+    connection.execute("INSERT INTO leftover VALUES ('alice@example.com')")
+    connection.commit()
+    return connection
+
+
+def test_startup_tightens_a_database_open_to_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "data"
+    database = data_dir / "storeroom.db"
+    settings = Settings(data_dir=data_dir, secret_key=TEST_SECRET_KEY)
+    connection = _database_open_to_others(database)
+    try:
+        assert set(sqlite_files(database).values()) == {0o644}
+        with caplog.at_level(logging.WARNING, logger="storeroom"):
+            with TestClient(create_app(settings)):
+                pass
+            tightened = sqlite_files(database)
+            with TestClient(create_app(settings)):
+                pass
+    finally:
+        connection.close()
+    assert tightened == {
+        "storeroom.db": 0o600,
+        "storeroom.db-wal": 0o600,
+        "storeroom.db-shm": 0o600,
+    }
+    [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert str(database.parent) in warning.getMessage()
+
+
+def test_migrate_tightens_a_database_open_to_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = tmp_path / "storeroom.db"
+    _database_open_to_others(database).close()
+    database.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="storeroom"):
+        upgrade(f"sqlite:///{database}")
+    assert sqlite_files(database) == {"storeroom.db": 0o600}
+    assert "storeroom.db" in caplog.text
+
+
+def test_a_data_dir_the_user_made_is_left_alone_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "shared"
+    data_dir.mkdir(mode=0o755)
+    settings = Settings(data_dir=data_dir, secret_key=TEST_SECRET_KEY)
+    with caplog.at_level(logging.WARNING, logger="storeroom"), TestClient(create_app(settings)):
+        pass
+    assert mode(data_dir) == 0o755
+    assert f"chmod 700 {data_dir}" in caplog.text
+    assert sqlite_files(data_dir / "storeroom.db")["storeroom.db"] == 0o600
+
+
+def test_uploads_and_emails_land_in_private_directories(
+    client: TestClient, settings: Settings, alice: dict[str, str]
+) -> None:
+    response = client.post(
+        "/api/v1/files", files={"file": ("a.txt", b"hello", "text/plain")}, headers=alice
+    )
+    assert response.status_code == 201, response.text
+    directories = [settings.data_dir, *(p for p in settings.data_dir.rglob("*") if p.is_dir())]
+    assert {path.name for path in directories} >= {"data", "files", "outbox"}
+    assert {str(path): mode(path) for path in directories} == {
+        str(path): 0o700 for path in directories
+    }
