@@ -138,7 +138,7 @@ def database_url(db_backend: str, migrated_databases: dict[str, str], tmp_path: 
     if db_backend == "sqlite":
         template = Path(migrated_databases["sqlite"].split(":///", 1)[1])
         copy = tmp_path / "storeroom.db"
-        shutil.copyfile(template, copy)
+        shutil.copy(template, copy)  # keeps the 0600 a migrated database is created with
         return async_database_url(f"sqlite:///{copy}")
     url = migrated_databases[db_backend]
     asyncio.run(_empty_tables(url))

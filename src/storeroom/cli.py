@@ -63,9 +63,11 @@ def migrate(
 ) -> None:
     """Bring the database schema up to date (Alembic upgrade)."""
     from storeroom.core.migrations import upgrade
+    from storeroom.core.paths import warn_if_shared
 
     settings = _settings_or_exit()
     configure_logging(settings.log_level)
+    warn_if_shared(settings.data_dir)
     upgrade(settings.database_url, revision)
     typer.echo(f"database at {revision}")
 

@@ -18,6 +18,7 @@ from storeroom.core.cors import install_cors
 from storeroom.core.db import create_engine, create_reader, create_sessionmaker, utcnow
 from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.openapi import document_credential_errors
+from storeroom.core.paths import warn_if_shared
 from storeroom.core.requests import BodySizeLimitMiddleware, RequestContextMiddleware
 from storeroom.files import service as files_service
 from storeroom.files.router import router as files_router
@@ -45,6 +46,7 @@ Authenticate with **Authorize**, with any of: `Authorization: Bearer <token>` fr
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.signing_key()  # fail at startup, not at the first login, when the key is missing
+    warn_if_shared(settings.data_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

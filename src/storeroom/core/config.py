@@ -1,5 +1,7 @@
 """Settings: every knob comes from a STOREROOM_* environment variable (or an optional .env)."""
 
+import contextlib
+import os
 import secrets
 from enum import StrEnum
 from functools import lru_cache
@@ -8,6 +10,8 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from storeroom.core.paths import private_dir
 
 
 class Environment(StrEnum):
@@ -50,6 +54,50 @@ def async_database_url(url: str) -> str:
     if not sep:
         raise ConfigurationError(f"STOREROOM_DATABASE_URL is not a URL: {url!r}")
     return f"{_ASYNC_DRIVERS.get(scheme, scheme)}://{rest}"
+
+
+def _read_key(key_file: Path) -> str:
+    # fstat the open file, not the path: the mode checked is the mode of what is read.
+    with key_file.open(encoding="utf-8") as handle:
+        key_mode = os.fstat(handle.fileno()).st_mode & 0o777
+        if key_mode & 0o077:
+            raise ConfigurationError(
+                f"{key_file} signs every token but other users can read or change it "
+                f"(mode {key_mode:o}). Make it private: chmod 600 {key_file}"
+            )
+        key = handle.read().strip()
+    if not key:
+        raise ConfigurationError(
+            f"{key_file} is empty. Delete it to have a new key generated (everyone is logged "
+            "out), or set STOREROOM_SECRET_KEY."
+        )
+    return key
+
+
+def _load_or_create_key(key_file: Path) -> str:
+    """The key in `key_file`, generated on first use. The file is 0600 from its first byte
+    (a temp file, written and synced, then hard-linked into place), and when processes start
+    together the first link wins: every process reads that complete key, never an empty or
+    half-written file, and never a key another process replaced."""
+    try:
+        return _read_key(key_file)
+    except FileNotFoundError:
+        pass
+    private_dir(key_file.parent)
+    temp_file = key_file.with_name(f".{key_file.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temp_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_urlsafe(48))
+            handle.flush()
+            os.fsync(handle.fileno())
+        # Unlike a rename, a link never replaces a published key: when another process
+        # published first, this fails and everyone reads that one.
+        with contextlib.suppress(FileExistsError):
+            os.link(temp_file, key_file)
+    finally:
+        temp_file.unlink(missing_ok=True)
+    return _read_key(key_file)
 
 
 class Settings(BaseSettings):
@@ -141,16 +189,7 @@ class Settings(BaseSettings):
                 "STOREROOM_SECRET_KEY is not set. Production needs a secret key of at least "
                 '32 characters, e.g. python -c "import secrets; print(secrets.token_urlsafe(48))"'
             )
-        key_file = self.data_dir / "secret_key"
-        if not key_file.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                with key_file.open("x", encoding="utf-8") as handle:
-                    handle.write(secrets.token_urlsafe(48))
-                key_file.chmod(0o600)
-            except FileExistsError:
-                pass  # another process generated it first; use theirs
-        key = key_file.read_text(encoding="utf-8").strip()
+        key = _load_or_create_key(self.data_dir / "secret_key")
         self.secret_key = SecretStr(key)
         return key
 

@@ -11,6 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storeroom.core.paths import private_sqlite_database
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -25,6 +27,7 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "heads") -> None:
     """Bring the database to `revision` (all heads by default). Runs its own event loop, so call
     it from synchronous code or a worker thread."""
+    private_sqlite_database(database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 

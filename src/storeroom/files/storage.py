@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 
 from storeroom.core.config import Settings
+from storeroom.core.paths import private_dir
 
 # Bytes handed to a worker thread per write and per read: large enough that the thread hop is
 # noise next to the copy, small enough that many concurrent transfers stay far below 64 MiB.
@@ -214,7 +215,7 @@ class LocalStorage(Storage):
 
     def _open_temp(self, key: str) -> tuple[Path, Path, int]:
         final_path = self._path(key)
-        final_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(final_path.parent)
         temp_path = final_path.with_name(f".{key}.part")
         fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return temp_path, final_path, fd

@@ -14,6 +14,7 @@ from typing import Protocol
 import anyio.to_thread
 
 from storeroom.core.config import EmailBackend, Settings, SmtpSecurity
+from storeroom.core.paths import private_dir
 
 
 class EmailSender(Protocol):
@@ -36,7 +37,7 @@ class OutboxSender:
         await anyio.to_thread.run_sync(self._write, message.as_bytes(policy=policy.SMTP))
 
     def _write(self, content: bytes) -> Path:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.directory)  # every level it creates, not only the last
         name = f"{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:12]}.eml"
         handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
         try:
