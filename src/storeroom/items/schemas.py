@@ -183,16 +183,38 @@ class ItemDetail(ItemRead):
 
 CSV_COLUMNS = ("id", "name", "description", "price", "tax", "tags", "created_at", "updated_at")
 
+# Spreadsheets may run a cell starting with = + - @, a tab or a CR as a formula (CSV injection,
+# e.g. =HYPERLINK(...) leaking other cells). OWASP's remedy is a ' in front: the cell becomes
+# text. A cell already starting with ' gets one too, so import can strip exactly one and give
+# back every value as it was. Only the first character counts: one set lookup per cell.
+_CSV_QUOTED_STARTS = frozenset("=+-@\t\r'")
+
+
+def csv_text_cell(text: str) -> str:
+    """A text value (name, description, `;`-joined tags) as an export cell; never a number."""
+    return "'" + text if text[:1] in _CSV_QUOTED_STARTS else text
+
+
+def csv_text_value(cell: str) -> str:
+    """The value behind an export cell: csv_text_cell undone. A ' in front of anything else
+    protects nothing, so it is part of the value (a hand-written `'abc` stays `'abc`)."""
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in _CSV_QUOTED_STARTS else cell
+
+
+def _csv_text(value: Any) -> Any:
+    return csv_text_value(value) if isinstance(value, str) else value
+
 
 def item_create_from_csv_row(row: Mapping[str, Any]) -> ItemCreate:
     """Validate one row of a CSV export as a new item (the import job's entry point): the
-    server-assigned columns are ignored, an empty description is no description."""
+    server-assigned columns are ignored, an empty description is no description, and the ' the
+    export put in front of text cells is taken off again."""
     return ItemCreate.model_validate(
         {
-            "name": row.get("name"),
-            "description": row.get("description") or None,
+            "name": _csv_text(row.get("name")),
+            "description": _csv_text(row.get("description")) or None,
             "price": row.get("price"),
             "tax": row.get("tax") or "0",
-            "tags": row.get("tags") or [],
+            "tags": _csv_text(row.get("tags")) or [],
         }
     )

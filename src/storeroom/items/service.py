@@ -32,7 +32,14 @@ from storeroom.core.etags import VersionMatch
 from storeroom.core.pagination import PageParams
 from storeroom.items.exceptions import ItemChanged, ItemNotFound
 from storeroom.items.models import Item, ItemCount, ItemTag, join_tags, split_tags
-from storeroom.items.schemas import CSV_COLUMNS, ExportFormat, ItemCreate, ItemSort, ItemUpdate
+from storeroom.items.schemas import (
+    CSV_COLUMNS,
+    ExportFormat,
+    ItemCreate,
+    ItemSort,
+    ItemUpdate,
+    csv_text_cell,
+)
 
 logger = logging.getLogger("storeroom.items")
 
@@ -368,9 +375,21 @@ class _CsvBuffer:
 def _csv_rows(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
     # Runs once per exported row. orjson formats the timestamps of a whole batch in one call
     # (several times faster than datetime.isoformat), in the same form as the JSON responses.
+    # The text cells are made safe for spreadsheets; ids, money and timestamps are ours, always
+    # numbers or dates, and stay as they are (a negative price must still read as a number).
     stamps = orjson.loads(orjson.dumps([(row[8], row[9]) for row in rows], option=_JSON_OPTIONS))
+    text = csv_text_cell
     return [
-        (row[0], row[2], row[3] or "", str(row[4]), str(row[5]), row[6], created, updated)
+        (
+            row[0],
+            text(row[2]),
+            text(row[3]) if row[3] else "",
+            str(row[4]),
+            str(row[5]),
+            text(row[6]),
+            created,
+            updated,
+        )
         for row, (created, updated) in zip(rows, stamps, strict=True)
     ]
 
