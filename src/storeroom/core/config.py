@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # limit the answer is 431 and the connection closes, before anything is buffered further.
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     max_header_count: int = Field(default=100, ge=1)
+    # Swagger UI's "persistAuthorization" keeps the credentials typed into /docs in the
+    # browser's localStorage, where any script on this origin can read them.
+    docs_persist_authorization: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod
