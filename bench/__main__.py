@@ -3,7 +3,14 @@
 import importlib
 import sys
 
-BENCHMARKS = ["foundation", "auth_credentials", "password_recovery_timing", "items", "files"]
+BENCHMARKS = [
+    "foundation",
+    "auth_credentials",
+    "password_recovery_timing",
+    "items",
+    "files",
+    "http_protocol",
+]
 
 
 def main(argv: list[str]) -> None:

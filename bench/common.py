@@ -84,8 +84,11 @@ def _status_kib(pid: int, field: str) -> int:
 
 
 @contextmanager
-def serve(app: str, env: dict[str, str] | None = None, factory: bool = True) -> Iterator[Server]:
-    """Run `app` under uvicorn (one worker, uvloop + httptools) in its own process."""
+def serve(
+    app: str, env: dict[str, str] | None = None, factory: bool = True, http: str = "auto"
+) -> Iterator[Server]:
+    """Run `app` under uvicorn (one worker, uvloop + httptools unless `http` names another
+    protocol class) in its own process."""
     port = free_port()
     log_fd, log_name = tempfile.mkstemp(prefix="storeroom-bench-", suffix=".log")
     command = [
@@ -102,6 +105,8 @@ def serve(app: str, env: dict[str, str] | None = None, factory: bool = True) -> 
         "--no-access-log",
         "--log-level",
         "warning",
+        "--http",
+        http,
     ]
     if factory:
         command.append("--factory")

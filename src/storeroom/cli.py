@@ -40,6 +40,8 @@ def serve(
     """Serve the API with uvicorn."""
     import uvicorn
 
+    from storeroom.core.server import HeadLimitedHttpToolsProtocol
+
     settings = _settings_or_exit()
     configure_logging(settings.log_level)
     # /readyz reads the migration state; Alembic would log its context on every probe.
@@ -54,6 +56,7 @@ def serve(
         access_log=False,  # storeroom writes its own structured access log
         log_level=settings.log_level.lower(),
         proxy_headers=True,
+        http=HeadLimitedHttpToolsProtocol,
     )
 
 

@@ -16,6 +16,7 @@ from storeroom.auth.router import router as auth_router
 from storeroom.core.config import Settings, get_settings
 from storeroom.core.cors import install_cors
 from storeroom.core.db import create_engine, create_reader, create_sessionmaker, utcnow
+from storeroom.core.docs import install_docs
 from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.openapi import document_credential_errors
 from storeroom.core.paths import warn_if_shared
@@ -76,7 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": True},
+        docs_url=None,  # install_docs serves the pages with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.file_storage = create_storage(settings)
@@ -100,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/docs", status_code=307)
 
+    install_docs(app, settings)
     install_error_handlers(app)
     document_credential_errors(app)
     install_cors(app, settings.cors_origins)

@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     user_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
     file_sweep_interval_seconds: float = Field(default=900, gt=0)
     file_fsync: bool = True
+    # The request line and headers of one request, as `storeroom serve` reads them: past either
+    # limit the answer is 431 and the connection closes, before anything is buffered further.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_header_count: int = Field(default=100, ge=1)
+    # Swagger UI's "persistAuthorization" keeps the credentials typed into /docs in the
+    # browser's localStorage, where any script on this origin can read them.
+    docs_persist_authorization: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod
