@@ -1,8 +1,33 @@
-"""Schema bases shared by every domain."""
+"""Schema bases and input types shared by every domain."""
 
-from typing import Any, ClassVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+
+def _to_utc(value: datetime) -> datetime:
+    # A valid-looking local time can name an instant no datetime holds in UTC
+    # (9999-12-31T23:59:59-14:00, 0001-01-01T00:00:00+14:00): refuse it here rather than
+    # overflow wherever it is first compared or stored.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_out_of_range", "is outside the years 1-9999 once converted to UTC"
+        ) from None
+
+
+# A datetime with a time zone, converted to UTC; one that cannot be is a 422.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
 class InputSchema(BaseModel):
