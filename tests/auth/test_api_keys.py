@@ -138,6 +138,15 @@ def test_expiry_is_kept_in_utc_up_to_the_last_second_of_9999(
     assert client.get("/api/v1/users/me", headers=with_key(created["key"])).status_code == 200
 
 
+def test_nul_in_a_key_name_is_a_422_and_creates_nothing(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    response = client.post("/api/v1/users/me/api-keys", json={"name": "ci\x00"}, headers=alice)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == "name: must not contain NUL characters (U+0000)"
+    assert client.get("/api/v1/users/me/api-keys", headers=alice).json()["total"] == 0
+
+
 def test_read_key_reads_but_gets_403_on_every_state_changing_request(
     client: TestClient, alice: dict[str, str]
 ) -> None:

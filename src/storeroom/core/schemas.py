@@ -30,10 +30,49 @@ def _to_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
+# PostgreSQL text cannot hold NUL (the driver fails the whole statement, a 500), so no input may
+# carry one: refused at validation, on every database alike.
+NUL = "\x00"
+
+
+def _contains_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_contains_nul(part) for part in value)
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(part) for key, part in value.items())
+    return False
+
+
+def _nul_character() -> PydanticCustomError:
+    return PydanticCustomError("nul_character", "must not contain NUL characters (U+0000)")
+
+
+def _refuse_nul(value: str) -> str:
+    if NUL in value:
+        raise _nul_character()
+    return value
+
+
+# For query parameters; every body gets the same rule from InputSchema.
+NulFreeStr = Annotated[str, AfterValidator(_refuse_nul)]
+
+
 class InputSchema(BaseModel):
-    """What a client sends: unknown fields are an error, not silently dropped."""
+    """What a client sends: unknown fields are an error, not silently dropped, and no string
+    anywhere in it may contain NUL."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @field_validator("*")
+    @classmethod
+    def _refuse_nul_characters(cls, value: object) -> object:
+        # After each field's own validation, so the values are typed and only as deep as the
+        # schema allows.
+        if _contains_nul(value):
+            raise _nul_character()
+        return value
 
 
 def _drop_null_from_schema(schema: dict[str, Any], model: type[Any]) -> None:
