@@ -109,6 +109,44 @@ def test_expiry_in_the_past_or_without_a_time_zone_is_refused(
     assert client.get("/api/v1/users/me/api-keys", headers=alice).json()["total"] == 0
 
 
+@pytest.mark.parametrize(
+    "expires_at",
+    ["9999-12-31T23:59:59-14:00", "9999-12-31T12:00:00-23:59", "0001-01-01T00:00:00+14:00"],
+)
+def test_expiry_that_utc_cannot_hold_is_a_422(
+    client: TestClient, alice: dict[str, str], expires_at: str
+) -> None:
+    """Each names an instant past year 9999 or before year 1 once converted to UTC."""
+    response = client.post(
+        "/api/v1/users/me/api-keys", json={"name": "far", "expires_at": expires_at}, headers=alice
+    )
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["code"] == "validation_error"
+    assert body["detail"] == "expires_at: is outside the years 1-9999 once converted to UTC"
+    assert body["errors"][0]["loc"] == ["body", "expires_at"]
+    assert client.get("/api/v1/users/me/api-keys", headers=alice).json()["total"] == 0
+
+
+def test_expiry_is_kept_in_utc_up_to_the_last_second_of_9999(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    created = create_key(client, alice, expires_at="9999-12-31T09:59:59-14:00")
+    assert created["expires_at"] == "9999-12-31T23:59:59Z"
+    listed = client.get("/api/v1/users/me/api-keys", headers=alice).json()
+    assert listed["items"][0]["expires_at"] == "9999-12-31T23:59:59Z"
+    assert client.get("/api/v1/users/me", headers=with_key(created["key"])).status_code == 200
+
+
+def test_nul_in_a_key_name_is_a_422_and_creates_nothing(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    response = client.post("/api/v1/users/me/api-keys", json={"name": "ci\x00"}, headers=alice)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == "name: must not contain NUL characters (U+0000)"
+    assert client.get("/api/v1/users/me/api-keys", headers=alice).json()["total"] == 0
+
+
 def test_read_key_reads_but_gets_403_on_every_state_changing_request(
     client: TestClient, alice: dict[str, str]
 ) -> None:

@@ -205,6 +205,28 @@ def test_short_new_password_is_422_and_the_token_still_works(
     )
 
 
+def test_nul_in_the_recovery_email_is_a_422_and_sends_nothing(
+    client: TestClient, smtp_server: SmtpServer, carol: str
+) -> None:
+    response = client.post(RECOVERY, json={"email": "carol@example.com\x00"})
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_error"
+    smtp_server.assert_no_more_email()
+
+
+def test_nul_in_a_new_password_is_422_and_the_token_still_works(
+    client: TestClient, smtp_server: SmtpServer, carol: str
+) -> None:
+    token = _request_reset_token(client, smtp_server, carol)
+    refused = client.post(RESET, json={"token": token, "new_password": "a-fresh-\x00-password"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == "new_password: must not contain NUL characters (U+0000)"
+    assert _login_status(client, carol, PASSWORD) == 200
+    assert (
+        client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD}).status_code == 200
+    )
+
+
 def test_malformed_recovery_requests_are_422(client: TestClient) -> None:
     for payload in ({}, {"email": "not-an-email"}, {"email": "a@example.com", "extra": 1}):
         response = client.post(RECOVERY, json=payload)

@@ -104,3 +104,10 @@ def test_revoke_all_refresh_tokens_ends_every_session(client: TestClient) -> Non
     assert refresh(client, phone) == 401
     assert refresh(client, laptop) == 401
     assert refresh(client, bobs) == 200
+
+
+def test_nul_in_a_refresh_token_is_a_422(client: TestClient) -> None:
+    for path in ("/api/v1/auth/refresh", "/api/v1/auth/logout"):
+        response = client.post(path, json={"refresh_token": "sr\x00token"})
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["errors"][0]["loc"] == ["body", "refresh_token"]

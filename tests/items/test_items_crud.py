@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import register
@@ -90,6 +91,35 @@ def test_invalid_fields_are_422_and_create_nothing(
         response = client.post(ITEMS, json=payload, headers=alice)
         assert response.status_code == 422, payload
         assert response.json()["code"] == "validation_error"
+    assert client.get(ITEMS, headers=alice).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "detail"),
+    [
+        pytest.param(
+            {"name": "La\x00mp"}, "name: must not contain NUL characters (U+0000)", id="name"
+        ),
+        pytest.param(
+            {"description": "bright\x00"},
+            "description: must not contain NUL characters (U+0000)",
+            id="description",
+        ),
+        pytest.param(
+            {"tags": ["kitchen", "\x00"]},
+            "tags.1: Value error, a tag may not contain ';', ',' or control characters",
+            id="tags",
+        ),
+    ],
+)
+def test_nul_in_a_text_field_is_a_422_and_creates_nothing(
+    client: TestClient, alice: dict[str, str], fields: dict[str, Any], detail: str
+) -> None:
+    """PostgreSQL cannot store NUL; every database refuses it alike, before any query."""
+    response = client.post(ITEMS, json={"name": "Lamp", "price": "1", **fields}, headers=alice)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["detail"] == detail
     assert client.get(ITEMS, headers=alice).json()["total"] == 0
 
 

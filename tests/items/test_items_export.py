@@ -144,6 +144,18 @@ def test_export_applies_search_and_tag_filters(client: TestClient, alice: dict[s
     assert [json.loads(line) for line in response.text.splitlines()] == [wanted]
 
 
+def test_nul_in_the_exports_search_or_tag_filter_is_a_422(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    create_item(client, alice, tags=["kitchen"])
+    for params in ({"q": "la\x00mp"}, {"tag": ["kitchen", "\x00"]}):
+        for export_format in ("ndjson", "csv"):
+            response = client.get(EXPORT, params={**params, "format": export_format}, headers=alice)
+            assert response.status_code == 422, (params, response.text)
+            assert response.json()["code"] == "validation_error"
+            assert response.json()["errors"][0]["loc"][:2] == ["query", *params]
+
+
 def test_export_format_must_be_ndjson_or_csv(client: TestClient, alice: dict[str, str]) -> None:
     response = client.get(EXPORT, params={"format": "xml"}, headers=alice)
     assert response.status_code == 422

@@ -89,6 +89,20 @@ def test_invalid_list_parameters_are_422_in_the_error_shape(
             assert body["errors"][0]["loc"][0] == "query"
 
 
+def test_nul_in_the_search_or_a_tag_filter_is_a_422(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    create_item(client, alice, tags=["kitchen"])
+    for params in ({"q": "la\x00mp"}, {"tag": "kitchen\x00"}, {"tag": ["kitchen", "\x00"]}):
+        response = client.get(ITEMS, params=params, headers=alice)
+        assert response.status_code == 422, (params, response.text)
+        body = response.json()
+        assert body["code"] == "validation_error"
+        assert body["errors"][0]["loc"][:2] == ["query", *params]
+    nul_q = client.get(ITEMS, params={"q": "la\x00mp"}, headers=alice).json()
+    assert nul_q["detail"] == "q: must not contain NUL characters (U+0000)"
+
+
 def test_q_matches_name_or_description_case_insensitively(
     client: TestClient, alice: dict[str, str]
 ) -> None:

@@ -1,5 +1,8 @@
 """Changing items: partial updates, versions, ETags and conditional requests."""
 
+from typing import Any
+
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -23,6 +26,22 @@ def test_patch_changes_only_the_fields_sent(client: TestClient, alice: dict[str,
     assert {k: v for k, v in body.items() if k in unchanged} == unchanged
     assert body["updated_at"] >= item["updated_at"]
     assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {**body, "files": []}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"name": "La\x00mp"}, {"description": "\x00"}, {"tags": ["kitchen\x00"]}],
+    ids=["name", "description", "tags"],
+)
+def test_patch_with_nul_in_a_text_field_is_422_and_changes_nothing(
+    client: TestClient, alice: dict[str, str], changes: dict[str, Any]
+) -> None:
+    item = create_item(client, alice, description="keep me", tags=["kept"])
+    response = client.patch(f"{ITEMS}/{item['id']}", json=changes, headers=alice)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["errors"][0]["loc"][:2] == ["body", *changes]
+    assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {**item, "files": []}
 
 
 def test_patch_replaces_tags_and_the_tag_filter_follows(

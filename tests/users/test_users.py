@@ -54,6 +54,19 @@ def test_invalid_email_wrong_types_and_unknown_fields_are_422(client: TestClient
     )
 
 
+def test_nul_in_the_email_or_password_at_registration_is_a_422(client: TestClient) -> None:
+    """A password may not contain NUL either, like every other string the API takes."""
+    for field, payload in (
+        ("email", {"email": "carol\x00@example.com", "password": "long-enough"}),
+        ("password", {"email": "carol@example.com", "password": "long-\x00-enough"}),
+    ):
+        response = client.post("/api/v1/users", json=payload)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "validation_error"
+        assert response.json()["errors"][0]["loc"] == ["body", field]
+    register(client, "carol@example.com")
+
+
 def test_malformed_json_is_a_422(client: TestClient) -> None:
     response = client.post(
         "/api/v1/users", content=b'{"email": ', headers={"Content-Type": "application/json"}
@@ -118,6 +131,21 @@ def test_taking_someone_elses_email_is_refused(
     assert response.json()["detail"] == "Email already registered"
 
 
+def test_patch_me_with_nul_is_422_and_changes_nothing(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    for field, changes in (
+        ("email", {"email": "new\x00@example.com", "current_password": PASSWORD}),
+        ("password", {"password": "a-brand-\x00-one", "current_password": PASSWORD}),
+        ("current_password", {"password": "a-brand-new-one", "current_password": "\x00"}),
+    ):
+        response = client.patch("/api/v1/users/me", json=changes, headers=alice)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["loc"] == ["body", field]
+    assert client.get("/api/v1/users/me", headers=alice).json()["email"] == "alice@example.com"
+    login(client, "alice@example.com", PASSWORD)
+
+
 def test_patch_me_with_null_email_is_422(client: TestClient, alice: dict[str, str]) -> None:
     response = client.patch(
         "/api/v1/users/me", json={"email": None, "current_password": PASSWORD}, headers=alice
@@ -152,6 +180,13 @@ def test_superuser_lists_and_filters_users(
     found = client.get("/api/v1/users?q=ALI", headers=admin).json()
     assert [u["email"] for u in found["items"]] == ["alice@example.com"]
     assert client.get("/api/v1/users?q=%25", headers=admin).json()["total"] == 0
+
+
+def test_nul_in_the_user_search_is_a_422(client: TestClient, admin: dict[str, str]) -> None:
+    response = client.get("/api/v1/users", params={"q": "ali\x00"}, headers=admin)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_error"
+    assert response.json()["detail"] == "q: must not contain NUL characters (U+0000)"
 
 
 def test_pagination_bounds_are_422(client: TestClient, admin: dict[str, str]) -> None:

@@ -7,6 +7,7 @@ from fastapi import Depends, Header, Path, Query
 from storeroom.auth.dependencies import CurrentUser
 from storeroom.core.db import DbSession
 from storeroom.core.etags import VersionMatch, parse_etags
+from storeroom.core.schemas import NulFreeStr
 from storeroom.items import service as items_service
 from storeroom.items.exceptions import ForeignOwner, ItemNotFound
 from storeroom.items.models import Item
@@ -56,7 +57,7 @@ OwnedItem = Annotated[Item, Depends(owned_item)]
 async def item_filters(
     owner_id: ReadOwnerId,
     q: Annotated[
-        str | None,
+        NulFreeStr | None,
         Query(
             min_length=2,
             max_length=200,

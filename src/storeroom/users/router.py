@@ -14,6 +14,7 @@ from storeroom.core.db import DbSession
 from storeroom.core.dependencies import ClientIp, NoStore, Now
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination, paginate
+from storeroom.core.schemas import NulFreeStr
 from storeroom.notifications.dependencies import AppMailer
 from storeroom.users import service as users_service
 from storeroom.users.dependencies import ManagedUser, VisibleUser
@@ -94,7 +95,9 @@ async def list_users(
     _admin: CurrentSuperuser,
     session: DbSession,
     page: Pagination,
-    q: Annotated[str | None, Query(max_length=254, description="Email contains this.")] = None,
+    q: Annotated[
+        NulFreeStr | None, Query(max_length=254, description="Email contains this.")
+    ] = None,
 ) -> Page[UserRead]:
     users, total = await users_service.list_users(session, page, email_contains=q)
     return paginate(UserRead, users, total, page)

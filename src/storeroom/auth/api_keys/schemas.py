@@ -3,15 +3,15 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from storeroom.auth.schemas import Scope
-from storeroom.core.schemas import InputSchema, ReadSchema
+from storeroom.core.schemas import InputSchema, ReadSchema, UtcDatetime
 
 
 class ApiKeyCreate(InputSchema):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-    expires_at: AwareDatetime | None = Field(
+    expires_at: UtcDatetime | None = Field(
         default=None, description="When the key stops working (with a time zone); never if null."
     )
     scope: Scope = Field(
