@@ -171,11 +171,23 @@ async def _json_body(request: Request) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _streamed_body(request: Request) -> bytes:
+    """A body the route streams itself (an upload) is not read before the key is looked at, so
+    a replay never reads it: such a request is recognised by its media type (without the
+    multipart boundary, which clients draw anew per request) and its declared length. Another
+    file of exactly the same length under the same key passes for a retry (the key is the
+    client's word that it is one); a chunked upload declares no length."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    length = request.headers.get("content-length", "chunked")
+    return f"{media_type}\n{length}".encode()
+
+
 class Idempotency:
     """Claims the caller's Idempotency-Key for this request, or answers a retry (see
     `idempotent`)."""
 
-    def __init__(self, *, abandoned_after: timedelta) -> None:
+    def __init__(self, *, streamed_body: bool, abandoned_after: timedelta) -> None:
+        self.streamed_body = streamed_body
         self.abandoned_after = abandoned_after
 
     async def __call__(
@@ -191,7 +203,7 @@ class Idempotency:
             return
         if not request.scope.get(_ROUTE_READY):
             raise RuntimeError("idempotent() needs route_class=IdempotentRoute on its router")
-        body = await _json_body(request)
+        body = _streamed_body(request) if self.streamed_body else await _json_body(request)
         sealer = idempotency_service.sealer_for(settings.signing_key())
         outcome = await idempotency_service.claim(
             session,
@@ -208,10 +220,13 @@ class Idempotency:
         request.scope[_PENDING] = _Pending(outcome, session, sealer)
 
 
-def idempotent(*, abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER) -> Any:
+def idempotent(
+    *, streamed_body: bool = False, abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER
+) -> Any:
     """For `dependencies=[idempotent()]` on a create route (its router needs
     `route_class=IdempotentRoute`). The same Idempotency-Key from the same caller with the same
     request replays the first successful response; with another request it is 422, while the
-    first still runs 409. `abandoned_after`: how long a claim may stay unfinished before a retry
+    first still runs 409. `streamed_body`: the route reads its body itself (an upload), see
+    `_streamed_body`. `abandoned_after`: how long a claim may stay unfinished before a retry
     takes it over."""
-    return Depends(Idempotency(abandoned_after=abandoned_after))
+    return Depends(Idempotency(streamed_body=streamed_body, abandoned_after=abandoned_after))
