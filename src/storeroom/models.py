@@ -4,12 +4,14 @@ from storeroom.auth.api_keys.models import ApiKey
 from storeroom.auth.models import LoginFailure, RefreshToken
 from storeroom.core.db import Base
 from storeroom.files.models import StoredFile
+from storeroom.idempotency.models import IdempotencyKey
 from storeroom.items.models import Item, ItemCount, ItemTag
 from storeroom.users.models import User
 
 __all__ = [
     "ApiKey",
     "Base",
+    "IdempotencyKey",
     "Item",
     "ItemCount",
     "ItemTag",

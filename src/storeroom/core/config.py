@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     # Swagger UI's "persistAuthorization" keeps the credentials typed into /docs in the
     # browser's localStorage, where any script on this origin can read them.
     docs_persist_authorization: bool = False
+    # How long the first response to an Idempotency-Key is kept and replayed to retries.
+    idempotency_hours: int = Field(default=24, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

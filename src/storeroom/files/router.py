@@ -1,5 +1,6 @@
 """Files: HTTP endpoints to upload, list, read, download and delete files."""
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -15,8 +16,14 @@ from storeroom.files import service as files_service
 from storeroom.files.dependencies import FileStorage, IncomingUpload, OwnedFile, UploadLimits
 from storeroom.files.models import StoredFile
 from storeroom.files.schemas import FileRead
+from storeroom.idempotency.dependencies import IdempotentRoute, idempotent
 
-router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(401, 422))
+router = APIRouter(
+    prefix="/files",
+    tags=["files"],
+    responses=error_responses(401, 422),
+    route_class=IdempotentRoute,
+)
 
 # The upload handler reads the raw body stream, so FastAPI cannot derive the body from its
 # parameters; this documents it.
@@ -78,8 +85,15 @@ class ContentResponse(StreamingResponse):
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=FileRead,
-    responses=error_responses(400, 403, 404, 413, 415),
-    dependencies=[require_scope("write")],
+    responses=error_responses(400, 403, 404, 409, 413, 415),
+    dependencies=[
+        require_scope("write"),
+        # An upload unfinished for as long as its temp file would be swept is abandoned.
+        idempotent(
+            streamed_body=True,
+            abandoned_after=timedelta(seconds=files_service.INCOMPLETE_UPLOAD_MAX_AGE_SECONDS),
+        ),
+    ],
     openapi_extra=UPLOAD_OPENAPI,
     summary="Upload a file (multipart field `file`)",
 )

@@ -11,6 +11,7 @@ from storeroom.core.db import DbReader, DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
 from storeroom.files import service as files_service
+from storeroom.idempotency.dependencies import IdempotentRoute, idempotent
 from storeroom.items import service as items_service
 from storeroom.items.dependencies import Filters, IfMatch, IfNoneMatch, OwnedItem, VisibleItem
 from storeroom.items.models import Item
@@ -23,7 +24,12 @@ from storeroom.items.schemas import (
     ItemUpdate,
 )
 
-router = APIRouter(prefix="/items", tags=["items"], responses=error_responses(401, 422))
+router = APIRouter(
+    prefix="/items",
+    tags=["items"],
+    responses=error_responses(401, 422),
+    route_class=IdempotentRoute,
+)
 
 ItemPage = Page[ItemRead]
 
@@ -50,10 +56,10 @@ _EXPORT_MEDIA_TYPES = {
 
 @router.post(
     "",
-    dependencies=[require_scope("write")],
+    dependencies=[require_scope("write"), idempotent()],
     status_code=status.HTTP_201_CREATED,
     response_model=ItemRead,
-    responses={201: {"headers": _ETAG_HEADER}, **error_responses(403)},
+    responses={201: {"headers": _ETAG_HEADER}, **error_responses(403, 409)},
     summary="Add an item to the caller's catalog",
 )
 async def create_item(

@@ -10,9 +10,13 @@ from storeroom.core.db import DbSession
 from storeroom.core.dependencies import NoStore, Now
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination, paginate
+from storeroom.idempotency.dependencies import IdempotentRoute, idempotent
 
 router = APIRouter(
-    prefix="/users/me/api-keys", tags=["api keys"], responses=error_responses(401, 422)
+    prefix="/users/me/api-keys",
+    tags=["api keys"],
+    responses=error_responses(401, 422),
+    route_class=IdempotentRoute,
 )
 
 
@@ -21,7 +25,7 @@ router = APIRouter(
     status_code=status.HTTP_201_CREATED,
     response_model=ApiKeyCreated,
     responses=error_responses(400, 403, 409),
-    dependencies=[require_scope("write"), NoStore],
+    dependencies=[require_scope("write"), NoStore, idempotent()],
     summary="Create an API key (the key is shown only in this response)",
 )
 async def create_api_key(
