@@ -4,12 +4,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
 
 from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbReader, DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
+from storeroom.core.responses import ClosingStreamingResponse
 from storeroom.files import service as files_service
 from storeroom.items import service as items_service
 from storeroom.items.dependencies import Filters, IfMatch, IfNoneMatch, OwnedItem, VisibleItem
@@ -85,7 +85,7 @@ async def list_items(
 
 @router.get(
     "/export",
-    response_class=StreamingResponse,
+    response_class=ClosingStreamingResponse,
     responses={
         200: {
             "description": "Every matching item, streamed in id order.",
@@ -110,10 +110,10 @@ async def export_items(
     request: Request,
     filters: Filters,
     export_format: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.ndjson,
-) -> StreamingResponse:
+) -> ClosingStreamingResponse:
     chunks = await items_service.open_export(request.app.state.engine, filters, export_format)
     filename = f"items-{datetime.now(UTC):%Y-%m-%d}.{export_format.value}"
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         chunks,
         media_type=_EXPORT_MEDIA_TYPES[export_format],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
