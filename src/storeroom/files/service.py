@@ -228,15 +228,24 @@ async def list_owned(
     return rows.all(), total or 0
 
 
-async def list_for_item(session: AsyncSession, item_id: int) -> Sequence[StoredFile]:
-    """The files attached to an item (whose owner the caller already checked), newest first."""
-    rows = await session.scalars(
-        select(StoredFile)
-        .where(StoredFile.item_id == item_id)
-        .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
-        .limit(ITEM_FILES_SHOWN)
+async def list_for_item(session: AsyncSession, item_id: int) -> tuple[Sequence[StoredFile], int]:
+    """The newest files attached to an item (whose owner the caller already checked), at most
+    ITEM_FILES_SHOWN of them, and how many it has in all (GET /files?item_id= pages the rest in
+    the same order)."""
+    rows = (
+        await session.scalars(
+            select(StoredFile)
+            .where(StoredFile.item_id == item_id)
+            .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
+            .limit(ITEM_FILES_SHOWN)
+        )
+    ).all()
+    if len(rows) < ITEM_FILES_SHOWN:
+        return rows, len(rows)
+    total = await session.scalar(
+        select(func.count()).select_from(StoredFile).where(StoredFile.item_id == item_id)
     )
-    return rows.all()
+    return rows, total or 0
 
 
 async def open_content(

@@ -136,8 +136,10 @@ async def read_item(
     if if_none_match is not None and if_none_match.matches(item.version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": item.etag})
     response.headers["ETag"] = item.etag
-    files = await files_service.list_for_item(session, item.id)
-    return ItemDetail.model_validate({**ItemRead.model_validate(item).__dict__, "files": files})
+    files, files_total = await files_service.list_for_item(session, item.id)
+    return ItemDetail.model_validate(
+        {**ItemRead.model_validate(item).__dict__, "files": files, "files_total": files_total}
+    )
 
 
 @router.patch(
