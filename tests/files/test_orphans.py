@@ -213,3 +213,44 @@ def test_verify_can_remove_old_bytes_without_rows(
     assert fresh.exists()
     assert verify().exit_code == 1  # the fresh one is still reported
     assert client.get("/api/v1/files", headers=alice).json()["total"] == 1
+
+
+class CommitFailure:
+    """Once armed, the app's next COMMIT fails the way it does when the database goes away
+    at that moment: the transaction is lost and the driver raises."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.armed = False
+        self.failed = 0
+        self._dialect = dialect
+        self._commit = dialect.do_commit
+
+    def __call__(self, dbapi_connection: Any) -> None:
+        if not self.armed:
+            self._commit(dbapi_connection)
+            return
+        self.armed = False
+        self.failed += 1
+        dbapi_connection.rollback()
+        raise self._dialect.loaded_dbapi.OperationalError("connection lost during COMMIT")
+
+
+@pytest.fixture
+def commit_failure(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> CommitFailure:
+    app: FastAPI = client.app  # type: ignore[assignment]
+    dialect = app.state.engine.dialect
+    failure = CommitFailure(dialect)
+    monkeypatch.setattr(dialect, "do_commit", failure)
+    return failure
+
+
+def test_a_file_deletion_whose_commit_fails_keeps_the_row_and_its_bytes(
+    client: TestClient, alice: dict[str, str], commit_failure: CommitFailure
+) -> None:
+    file_id = uploaded(client, alice, b"keep me")
+    commit_failure.armed = True
+    assert client.delete(f"/api/v1/files/{file_id}", headers=alice).status_code == 500
+    assert commit_failure.failed == 1
+    download = client.get(f"/api/v1/files/{file_id}/content", headers=alice)
+    assert download.status_code == 200, download.text
+    assert download.content == b"keep me"

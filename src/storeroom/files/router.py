@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
 
 from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbSession
@@ -135,5 +135,9 @@ async def download_file(
     dependencies=[require_scope("write")],
     summary="Delete a file and its bytes",
 )
-async def delete_file(file: OwnedFile, session: DbSession, storage: FileStorage) -> None:
-    await files_service.delete(session, storage, file)
+async def delete_file(
+    file: OwnedFile, session: DbSession, storage: FileStorage, background: BackgroundTasks
+) -> None:
+    await files_service.delete(session, file)
+    # After the response, so after the commit: the bytes go only once the row is gone.
+    background.add_task(files_service.remove_blobs, storage, [file.storage_key])

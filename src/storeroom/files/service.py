@@ -258,14 +258,30 @@ async def open_content(
         raise FileContentMissing() from exc
 
 
-async def delete(session: AsyncSession, storage: Storage, file: StoredFile) -> None:
+async def delete(session: AsyncSession, file: StoredFile) -> None:
+    """Delete the file's row; the caller removes its bytes once that is committed
+    (`remove_blobs`), so a failed commit cannot leave the row without its bytes."""
     if file.item_id is not None:
         # The item's response lists its files, so it changed; its row is locked before the
         # file's, in the same order as deleting the item (which detaches its files) takes them.
         await items_service.touch(session, file.item_id, file.owner_id)
     await session.delete(file)
     await session.flush()
-    await storage.delete(file.storage_key)
+
+
+async def remove_blobs(storage: Storage, keys: Sequence[str]) -> None:
+    """Remove the bytes of files whose rows are already gone; run it after the commit that
+    deleted them, so a crash or failure in between leaves bytes without a row (which `storeroom
+    files verify --remove-unreferenced` reclaims), never a row without bytes."""
+    for key in keys:
+        try:
+            await storage.delete(key)
+        except Exception:
+            logger.exception(
+                "could not remove the bytes of deleted file (key %s); "
+                "`storeroom files verify --remove-unreferenced` reclaims them",
+                key,
+            )
 
 
 async def sweep_incomplete_uploads(storage: Storage) -> int:
