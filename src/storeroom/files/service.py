@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import anyio
+from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -267,6 +268,20 @@ async def delete(session: AsyncSession, file: StoredFile) -> None:
         await items_service.touch(session, file.item_id, file.owner_id)
     await session.delete(file)
     await session.flush()
+
+
+async def delete_all_of_owner(session: AsyncSession, owner_id: int) -> list[str]:
+    """Delete the owner's file rows (deleting the account) and return their storage keys: the
+    caller removes the bytes with `remove_blobs` once the deletion is committed."""
+    keys = list(
+        await session.scalars(select(StoredFile.storage_key).where(StoredFile.owner_id == owner_id))
+    )
+    await session.execute(
+        delete_rows(StoredFile)
+        .where(StoredFile.owner_id == owner_id)
+        .execution_options(synchronize_session=False)
+    )
+    return keys
 
 
 async def remove_blobs(storage: Storage, keys: Sequence[str]) -> None:

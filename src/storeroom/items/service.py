@@ -320,6 +320,18 @@ async def delete_item(
     session.expunge(item)
 
 
+async def delete_all_of_owner(session: AsyncSession, owner_id: int) -> None:
+    """Every item of the owner, its tags and its count (deleting the account), explicitly
+    rather than through the foreign keys' ON DELETE CASCADE: SQLite only honours those on a
+    connection with PRAGMA foreign_keys on."""
+    for statement in (
+        delete(ItemTag).where(ItemTag.owner_id == owner_id),
+        delete(Item).where(Item.owner_id == owner_id),
+        delete(ItemCount).where(ItemCount.owner_id == owner_id),
+    ):
+        await session.execute(statement.execution_options(synchronize_session=False))
+
+
 async def _write_tags(session: AsyncSession, item_id: int, owner_id: int, tags: list[str]) -> None:
     if tags:
         await session.execute(
