@@ -20,7 +20,11 @@ from storeroom.core.docs import install_docs
 from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.openapi import document_credential_errors
 from storeroom.core.paths import warn_if_shared
-from storeroom.core.requests import BodySizeLimitMiddleware, RequestContextMiddleware
+from storeroom.core.requests import (
+    BodySizeLimitMiddleware,
+    HeadRequestMiddleware,
+    RequestContextMiddleware,
+)
 from storeroom.files import service as files_service
 from storeroom.files.router import router as files_router
 from storeroom.files.storage import create_storage
@@ -113,5 +117,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     document_credential_errors(app)
     install_cors(app, settings.cors_origins)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(HeadRequestMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app

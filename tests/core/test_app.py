@@ -49,7 +49,7 @@ def test_unknown_route_and_wrong_method_use_the_error_shape(client: TestClient) 
     wrong = client.put("/api/v1/users/me")
     assert wrong.status_code == 405
     assert wrong.json()["code"] == "method_not_allowed"
-    assert wrong.headers["allow"] == "DELETE, GET, PATCH"
+    assert wrong.headers["allow"] == "DELETE, GET, HEAD, PATCH"
     assert "request_id" in wrong.json()
 
 

@@ -4,6 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from storeroom.core.config import Settings
+from storeroom.files import service as files_service
 from tests.files.conftest import files_on_disk, multipart_body, upload, uploaded
 
 ITEMS = "/api/v1/items"
@@ -27,6 +28,40 @@ def test_a_file_uploaded_with_item_id_is_listed_with_the_item(
     assert response.json()["item_id"] == item_id
     item = client.get(f"{ITEMS}/{item_id}", headers=alice).json()
     assert item["files"] == [response.json()]
+
+
+def test_an_item_says_how_many_files_it_has(client: TestClient, alice: dict[str, str]) -> None:
+    item_id = create_item(client, alice)
+    assert client.get(f"{ITEMS}/{item_id}", headers=alice).json()["files_total"] == 0
+    uploaded(client, alice, b"a", fields={"item_id": str(item_id)})
+    uploaded(client, alice, b"not attached")
+    item = client.get(f"{ITEMS}/{item_id}", headers=alice).json()
+    assert len(item["files"]) == item["files_total"] == 1
+
+
+def test_an_item_lists_its_newest_files_and_the_file_list_pages_the_rest(
+    client: TestClient, alice: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_service, "ITEM_FILES_SHOWN", 2)
+    item_id = create_item(client, alice)
+    attached = {
+        uploaded(client, alice, bytes([n]), fields={"item_id": str(item_id)}) for n in range(5)
+    }
+    uploaded(client, alice, b"not attached")
+
+    item = client.get(f"{ITEMS}/{item_id}", headers=alice).json()
+    assert item["files_total"] == 5
+    shown = [file["id"] for file in item["files"]]
+    first_page = client.get(
+        "/api/v1/files", params={"item_id": item_id, "limit": 2}, headers=alice
+    ).json()
+    assert [file["id"] for file in first_page["items"]] == shown
+    rest = client.get(
+        "/api/v1/files", params={"item_id": item_id, "offset": 2}, headers=alice
+    ).json()
+    assert rest["total"] == 5
+    listed = shown + [file["id"] for file in rest["items"]]
+    assert len(listed) == 5 and set(listed) == attached
 
 
 def test_item_id_may_follow_the_file_in_the_form(client: TestClient, alice: dict[str, str]) -> None:

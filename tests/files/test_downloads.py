@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from storeroom.core.config import Settings
+from tests.asgi import call
 from tests.conftest import run_in_app
 from tests.files.conftest import files_on_disk, sha256, upload, uploaded
 
@@ -297,3 +298,69 @@ def test_a_read_only_api_key_downloads_but_cannot_upload_or_delete(
     assert upload(client, read_key, b"x").status_code == 403
     assert client.delete(f"/api/v1/files/{file_id}", headers=read_key).status_code == 403
     assert client.get("/api/v1/files", headers=alice).json()["total"] == 1
+
+
+class CountingChunks:
+    """A download's chunks as storage hands them over, counting what is read of them."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.bytes_read = 0
+        self.closed = False
+
+    def __aiter__(self) -> "CountingChunks":
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk: bytes = await anext(self.inner)
+        self.bytes_read += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("conditions", "status"),
+    [
+        ({}, 200),
+        ({"Range": "bytes=10-19"}, 206),
+        ({"Range": "bytes=10-19", "If-Range": '"another"'}, 200),
+        ({"If-None-Match": f'"{sha256(CONTENT)}"'}, 304),
+        ({"Range": "bytes=500-"}, 416),
+    ],
+)
+def test_head_of_a_download_has_the_gets_head_and_reads_no_bytes(
+    client: TestClient,
+    alice: dict[str, str],
+    settings: Settings,
+    file_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    conditions: dict[str, str],
+    status: int,
+) -> None:
+    app: FastAPI = client.app  # type: ignore[assignment]
+    storage = app.state.file_storage
+    opened: list[CountingChunks] = []
+    real_open_read = storage.open_read
+
+    async def counting_open_read(key: str, **options: Any) -> CountingChunks:
+        opened.append(CountingChunks(await real_open_read(key, **options)))
+        return opened[-1]
+
+    monkeypatch.setattr(storage, "open_read", counting_open_read)
+    headers = {**alice, **conditions}
+    get = call(client, "GET", content_url(file_id), headers)
+    head = call(client, "HEAD", content_url(file_id), headers)
+
+    assert get.status == head.status == status
+    assert head.comparable_headers() == get.comparable_headers()
+    assert head.body == b""
+    if status != 304:
+        assert head.header("content-length") == str(len(get.body))
+    if status in (200, 206):
+        get_read, head_read = opened
+        assert get_read.bytes_read == len(get.body) > 0
+        assert head_read.bytes_read == 0 and head_read.closed
+    assert open_descriptors_under(settings.data_dir / "files") == []

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from storeroom.cli import app as cli
 from storeroom.core.config import Settings, get_settings
 from storeroom.users.models import User
-from tests.conftest import TEST_SECRET_KEY, run_in_app
+from tests.conftest import TEST_SECRET_KEY, login, run_in_app
 from tests.files.conftest import MULTIPART, files_on_disk, multipart_body, uploaded
 
 TWO_HOURS = 2 * 3600
@@ -213,3 +213,90 @@ def test_verify_can_remove_old_bytes_without_rows(
     assert fresh.exists()
     assert verify().exit_code == 1  # the fresh one is still reported
     assert client.get("/api/v1/files", headers=alice).json()["total"] == 1
+
+
+def test_bytes_left_by_a_failed_removal_after_an_account_deletion_are_reclaimed(
+    client: TestClient,
+    alice: dict[str, str],
+    settings: Settings,
+    verify: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The crash window of deleting an account: the rows are committed away, then removing the
+    bytes fails. What is left is bytes without rows, which verify reports and reclaims."""
+    uploaded(client, alice, b"first")
+    uploaded(client, alice, b"second")
+    app: FastAPI = client.app  # type: ignore[assignment]
+
+    async def storage_down(key: str) -> None:
+        raise OSError("storage unavailable")
+
+    monkeypatch.setattr(app.state.file_storage, "delete", storage_down)
+    assert client.delete("/api/v1/users/me", headers=alice).status_code == 204
+    monkeypatch.undo()
+
+    left = files_on_disk(settings)
+    assert sorted(path.read_bytes() for path in left) == [b"first", b"second"]
+    report = verify()
+    assert report.exit_code == 1
+    assert "0 rows, 2 blobs: 0 rows without bytes, 2 blobs without rows" in report.output
+    for path in left:
+        assert f"bytes without row: key {path.name}" in report.output
+        stamp = time.time() - TWO_HOURS
+        os.utime(path, (stamp, stamp))
+    assert "removed 2 blobs without rows" in verify("--remove-unreferenced").output
+    assert files_on_disk(settings) == []
+
+
+class CommitFailure:
+    """Once armed, the app's next COMMIT fails the way it does when the database goes away
+    at that moment: the transaction is lost and the driver raises."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.armed = False
+        self.failed = 0
+        self._dialect = dialect
+        self._commit = dialect.do_commit
+
+    def __call__(self, dbapi_connection: Any) -> None:
+        if not self.armed:
+            self._commit(dbapi_connection)
+            return
+        self.armed = False
+        self.failed += 1
+        dbapi_connection.rollback()
+        raise self._dialect.loaded_dbapi.OperationalError("connection lost during COMMIT")
+
+
+@pytest.fixture
+def commit_failure(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> CommitFailure:
+    app: FastAPI = client.app  # type: ignore[assignment]
+    dialect = app.state.engine.dialect
+    failure = CommitFailure(dialect)
+    monkeypatch.setattr(dialect, "do_commit", failure)
+    return failure
+
+
+def test_a_file_deletion_whose_commit_fails_keeps_the_row_and_its_bytes(
+    client: TestClient, alice: dict[str, str], commit_failure: CommitFailure
+) -> None:
+    file_id = uploaded(client, alice, b"keep me")
+    commit_failure.armed = True
+    assert client.delete(f"/api/v1/files/{file_id}", headers=alice).status_code == 500
+    assert commit_failure.failed == 1
+    download = client.get(f"/api/v1/files/{file_id}/content", headers=alice)
+    assert download.status_code == 200, download.text
+    assert download.content == b"keep me"
+
+
+def test_an_account_deletion_whose_commit_fails_keeps_everything(
+    client: TestClient, alice: dict[str, str], commit_failure: CommitFailure
+) -> None:
+    file_id = uploaded(client, alice, b"keep me")
+    commit_failure.armed = True
+    assert client.delete("/api/v1/users/me", headers=alice).status_code == 500
+    assert commit_failure.failed == 1
+    again = login(client, "alice@example.com")
+    download = client.get(f"/api/v1/files/{file_id}/content", headers=again)
+    assert download.status_code == 200
+    assert download.content == b"keep me"

@@ -43,7 +43,7 @@ def test_create_returns_the_item_with_location_and_etag(
     assert response.headers["etag"] == 'W/"1"'
     again = client.get(response.headers["location"], headers=alice)
     assert again.status_code == 200
-    assert again.json() == {**body, "files": []}
+    assert again.json() == {**body, "files": [], "files_total": 0}
 
 
 def test_decimals_keep_every_digit(client: TestClient, alice: dict[str, str]) -> None:
@@ -153,7 +153,7 @@ def test_another_users_item_is_404_everywhere(
         assert response.json()["code"] == missing.json()["code"] == "item_not_found"
     assert client.get(ITEMS, headers=bob).json()["total"] == 0
     assert client.get(f"{ITEMS}/export", headers=bob).content == b""
-    assert client.get(path, headers=alice).json() == {**item, "files": []}
+    assert client.get(path, headers=alice).json() == {**item, "files": [], "files_total": 0}
 
 
 def test_a_user_may_not_list_another_owner(
@@ -178,6 +178,7 @@ def test_superuser_reads_another_owners_items_but_cannot_change_them(
     assert client.get(path, params={"owner_id": alices}, headers=admin).json() == {
         **item,
         "files": [],
+        "files_total": 0,
     }
     exported = client.get(f"{ITEMS}/export", params={"owner_id": alices}, headers=admin)
     assert [line for line in exported.text.splitlines()] == [exported.text.strip()]
@@ -228,7 +229,7 @@ def test_a_read_only_api_key_reads_items_but_cannot_change_them(
     reader = {"X-API-Key": created.json()["key"]}
     path = f"{ITEMS}/{item['id']}"
     assert client.get(ITEMS, headers=reader).json()["total"] == 1
-    assert client.get(path, headers=reader).json() == {**item, "files": []}
+    assert client.get(path, headers=reader).json() == {**item, "files": [], "files_total": 0}
     assert client.get(f"{ITEMS}/export", headers=reader).status_code == 200
     for response in (
         client.post(ITEMS, json={"name": "x", "price": "1"}, headers=reader),
@@ -236,4 +237,4 @@ def test_a_read_only_api_key_reads_items_but_cannot_change_them(
         client.delete(path, headers=reader),
     ):
         assert response.status_code == 403
-    assert client.get(path, headers=alice).json() == {**item, "files": []}
+    assert client.get(path, headers=alice).json() == {**item, "files": [], "files_total": 0}

@@ -24,6 +24,7 @@ from storeroom.items import service as items_service
 from storeroom.items.models import Item, ItemTag, join_tags
 from storeroom.items.schemas import CSV_COLUMNS, item_create_from_csv_row
 from storeroom.main import create_app
+from tests.asgi import call
 from tests.conftest import run_in_app
 from tests.items.test_items_crud import ITEMS, create_item
 
@@ -273,3 +274,56 @@ def test_a_client_leaving_mid_export_gives_the_database_connection_back(
             time.sleep(0.05)
         assert live_app.state.engine.pool.checkedout() == 0
         assert http.get(EXPORT, headers=alice, params={"format": "csv"}).status_code == 200
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """Exports read 2 items per batch, so a few items make many batches."""
+    monkeypatch.setattr(items_service, "EXPORT_BATCH_SIZE", 2)
+    items_service._export_statement.cache_clear()  # built with the batch size as its limit
+    yield 2
+    items_service._export_statement.cache_clear()
+
+
+def test_head_of_an_export_reads_no_more_than_its_first_batch(
+    client: TestClient,
+    alice: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    small_batches: int,
+) -> None:
+    app: FastAPI = client.app  # type: ignore[assignment]
+    seed_items(client, my_id(client, alice), 9)
+    real_fetch = items_service.fetch_export_batch
+    batches = 0
+
+    async def counting_fetch(*args: Any) -> Any:
+        nonlocal batches
+        batches += 1
+        return await real_fetch(*args)
+
+    monkeypatch.setattr(items_service, "fetch_export_batch", counting_fetch)
+    for export_format in ("ndjson", "csv"):
+        batches = 0
+        get = call(client, "GET", f"{EXPORT}?format={export_format}", alice)
+        get_batches, batches = batches, 0
+        head = call(client, "HEAD", f"{EXPORT}?format={export_format}", alice)
+        assert get.status == head.status == 200
+        assert head.comparable_headers() == get.comparable_headers()
+        assert head.body == b""
+        assert get_batches == 5  # 2 + 2 + 2 + 2 + 1
+        assert batches <= 2  # the first, and perhaps the next one already on its way
+        assert app.state.engine.pool.checkedout() == 0
+
+
+def test_head_through_uvicorn_leaves_the_connection_usable(
+    client: TestClient, alice: dict[str, str], live_server: str
+) -> None:
+    create_item(client, alice, name="Lamp")
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        head = http.head(EXPORT, headers=alice)
+        assert head.status_code == 200
+        assert head.headers["content-type"] == "application/x-ndjson"
+        assert head.content == b""
+        get = http.get(EXPORT, headers=alice)  # the same keep-alive connection
+        assert get.status_code == 200
+        assert json.loads(get.content)["name"] == "Lamp"

@@ -200,4 +200,5 @@ def test_list_entries_are_exactly_the_single_item_reads(
         assert client.get(f"{ITEMS}/{entry['id']}", headers=alice).json() == {
             **entry,
             "files": [],
+            "files_total": 0,
         }

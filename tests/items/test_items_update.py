@@ -25,7 +25,11 @@ def test_patch_changes_only_the_fields_sent(client: TestClient, alice: dict[str,
     unchanged = {k: v for k, v in item.items() if k not in ("price", "version", "updated_at")}
     assert {k: v for k, v in body.items() if k in unchanged} == unchanged
     assert body["updated_at"] >= item["updated_at"]
-    assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {**body, "files": []}
+    assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {
+        **body,
+        "files": [],
+        "files_total": 0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -74,7 +78,11 @@ def test_patch_with_null_for_a_required_field_is_422_and_changes_nothing(
         assert response.status_code == 422, field
         assert response.json()["code"] == "validation_error"
         assert response.json()["errors"][0]["loc"] == ["body", field]
-    assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {**item, "files": []}
+    assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {
+        **item,
+        "files": [],
+        "files_total": 0,
+    }
 
 
 def test_patch_with_invalid_values_or_unknown_fields_is_422(
@@ -84,7 +92,11 @@ def test_patch_with_invalid_values_or_unknown_fields_is_422(
     for payload in ({"price": "-1"}, {"name": ""}, {"version": 7}, {"owner_id": 2}, []):
         response = client.patch(f"{ITEMS}/{item['id']}", json=payload, headers=alice)
         assert response.status_code == 422, payload
-    assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {**item, "files": []}
+    assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {
+        **item,
+        "files": [],
+        "files_total": 0,
+    }
 
 
 def test_empty_patch_changes_nothing_and_keeps_the_version(
@@ -122,7 +134,7 @@ def test_patch_with_stale_etag_changes_nothing(client: TestClient, alice: dict[s
         second = client.patch(path, json={"name": "Second"}, headers={**alice, "If-Match": stale})
         assert second.status_code == 412, stale
         assert second.json()["code"] == "item_changed"
-    assert client.get(path, headers=alice).json() == {**first.json(), "files": []}
+    assert client.get(path, headers=alice).json() == {**first.json(), "files": [], "files_total": 0}
 
 
 def test_empty_patch_with_stale_etag_is_still_412(

@@ -180,16 +180,19 @@ _HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 def _allowed_methods(request: Request) -> str:
     """Starlette's 405 names only the first route that matched the path, and FastAPI registers
-    one route per method: ask the router which methods would fully match this path."""
+    one route per method: ask the router which methods would fully match this path. HEAD is
+    answered wherever GET is (HeadRequestMiddleware)."""
     routes = request.app.router.routes
-    allowed = [
+    allowed = {
         method
         for method in _HTTP_METHODS
         if any(
             route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
         )
-    ]
-    return ", ".join(allowed)
+    }
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return ", ".join(method for method in _HTTP_METHODS if method in allowed)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

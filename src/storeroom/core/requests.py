@@ -1,10 +1,11 @@
 """Request plumbing: a request id on every request and response, a structured access log,
-and the cap on request bodies.
+the cap on request bodies, and HEAD answered wherever GET is.
 
 Written as plain ASGI middleware (no BaseHTTPMiddleware) so streamed responses pass through
 untouched and the cost per request stays a few microseconds.
 """
 
+import contextlib
 import json
 import logging
 import re
@@ -142,3 +143,35 @@ def _content_length(scope: Scope) -> int | None:
         if name == b"content-length":
             return int(value) if value.isdigit() else None
     return None
+
+
+class _HeadSent(Exception):
+    """Raised through the application once a HEAD response's head is out, to end it there."""
+
+
+class HeadRequestMiddleware:
+    """Answers HEAD wherever GET is answered, with the status and headers the GET would have
+    (Content-Length, ETag, Content-Range, ... included) and no body (RFC 9110, 9.3.2).
+
+    FastAPI routes answer only the methods they declare, so a HEAD runs as the GET; the
+    exchange ends as soon as the response's head has been sent: a streamed download or export
+    reads none of its body and releases its file or connection (ClosingStreamingResponse).
+    What a GET does after its head, its body and any background task, does not happen."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_head_only(message: Message) -> None:
+            if message["type"] != "http.response.start":
+                return  # nothing of a body goes out, should anything come past the head
+            await send(message)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            raise _HeadSent()
+
+        with contextlib.suppress(_HeadSent):
+            await self.app({**scope, "method": "GET"}, receive, send_head_only)

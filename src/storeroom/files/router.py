@@ -3,14 +3,13 @@
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
-from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
 
 from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination, paginate
+from storeroom.core.responses import ClosingStreamingResponse
 from storeroom.files import downloads
 from storeroom.files import service as files_service
 from storeroom.files.dependencies import FileStorage, IncomingUpload, OwnedFile, UploadLimits
@@ -68,19 +67,6 @@ DOWNLOAD_OPENAPI: dict[str, Any] = {
 }
 
 
-class ContentResponse(StreamingResponse):
-    """Streams a file's content and always closes it, also when the client goes away mid-way
-    (Starlette then cancels the stream without closing the iterator)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            close = getattr(self.body_iterator, "aclose", None)
-            if close is not None:
-                await close()
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -135,7 +121,7 @@ async def read_file(file: OwnedFile) -> StoredFile:
 
 @router.get(
     "/{file_id}/content",
-    response_class=ContentResponse,
+    response_class=ClosingStreamingResponse,
     responses=error_responses(404, 416),
     openapi_extra=DOWNLOAD_OPENAPI,
     summary="Download a file (Range and If-None-Match supported)",
@@ -153,7 +139,7 @@ async def download_file(
     if plan.status == status.HTTP_304_NOT_MODIFIED:
         return Response(status_code=plan.status, headers=plan.headers)
     content = await files_service.open_content(storage, file, plan)
-    return ContentResponse(content, status_code=plan.status, headers=plan.headers)
+    return ClosingStreamingResponse(content, status_code=plan.status, headers=plan.headers)
 
 
 @router.delete(
@@ -163,5 +149,9 @@ async def download_file(
     dependencies=[require_scope("write")],
     summary="Delete a file and its bytes",
 )
-async def delete_file(file: OwnedFile, session: DbSession, storage: FileStorage) -> None:
-    await files_service.delete(session, storage, file)
+async def delete_file(
+    file: OwnedFile, session: DbSession, storage: FileStorage, background: BackgroundTasks
+) -> None:
+    await files_service.delete(session, file)
+    # After the response, so after the commit: the bytes go only once the row is gone.
+    background.add_task(files_service.remove_blobs, storage, [file.storage_key])

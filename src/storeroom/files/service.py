@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import anyio
+from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -228,15 +229,24 @@ async def list_owned(
     return rows.all(), total or 0
 
 
-async def list_for_item(session: AsyncSession, item_id: int) -> Sequence[StoredFile]:
-    """The files attached to an item (whose owner the caller already checked), newest first."""
-    rows = await session.scalars(
-        select(StoredFile)
-        .where(StoredFile.item_id == item_id)
-        .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
-        .limit(ITEM_FILES_SHOWN)
+async def list_for_item(session: AsyncSession, item_id: int) -> tuple[Sequence[StoredFile], int]:
+    """The newest files attached to an item (whose owner the caller already checked), at most
+    ITEM_FILES_SHOWN of them, and how many it has in all (GET /files?item_id= pages the rest in
+    the same order)."""
+    rows = (
+        await session.scalars(
+            select(StoredFile)
+            .where(StoredFile.item_id == item_id)
+            .order_by(StoredFile.created_at.desc(), StoredFile.id.desc())
+            .limit(ITEM_FILES_SHOWN)
+        )
+    ).all()
+    if len(rows) < ITEM_FILES_SHOWN:
+        return rows, len(rows)
+    total = await session.scalar(
+        select(func.count()).select_from(StoredFile).where(StoredFile.item_id == item_id)
     )
-    return rows.all()
+    return rows, total or 0
 
 
 async def open_content(
@@ -249,14 +259,44 @@ async def open_content(
         raise FileContentMissing() from exc
 
 
-async def delete(session: AsyncSession, storage: Storage, file: StoredFile) -> None:
+async def delete(session: AsyncSession, file: StoredFile) -> None:
+    """Delete the file's row; the caller removes its bytes once that is committed
+    (`remove_blobs`), so a failed commit cannot leave the row without its bytes."""
     if file.item_id is not None:
         # The item's response lists its files, so it changed; its row is locked before the
         # file's, in the same order as deleting the item (which detaches its files) takes them.
         await items_service.touch(session, file.item_id, file.owner_id)
     await session.delete(file)
     await session.flush()
-    await storage.delete(file.storage_key)
+
+
+async def delete_all_of_owner(session: AsyncSession, owner_id: int) -> list[str]:
+    """Delete the owner's file rows (deleting the account) and return their storage keys: the
+    caller removes the bytes with `remove_blobs` once the deletion is committed."""
+    keys = list(
+        await session.scalars(select(StoredFile.storage_key).where(StoredFile.owner_id == owner_id))
+    )
+    await session.execute(
+        delete_rows(StoredFile)
+        .where(StoredFile.owner_id == owner_id)
+        .execution_options(synchronize_session=False)
+    )
+    return keys
+
+
+async def remove_blobs(storage: Storage, keys: Sequence[str]) -> None:
+    """Remove the bytes of files whose rows are already gone; run it after the commit that
+    deleted them, so a crash or failure in between leaves bytes without a row (which `storeroom
+    files verify --remove-unreferenced` reclaims), never a row without bytes."""
+    for key in keys:
+        try:
+            await storage.delete(key)
+        except Exception:
+            logger.exception(
+                "could not remove the bytes of deleted file (key %s); "
+                "`storeroom files verify --remove-unreferenced` reclaims them",
+                key,
+            )
 
 
 async def sweep_incomplete_uploads(storage: Storage) -> int:

@@ -4,12 +4,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
 
 from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbReader, DbSession
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination
+from storeroom.core.responses import ClosingStreamingResponse
 from storeroom.files import service as files_service
 from storeroom.idempotency.dependencies import IdempotentRoute, idempotent
 from storeroom.items import service as items_service
@@ -91,7 +91,7 @@ async def list_items(
 
 @router.get(
     "/export",
-    response_class=StreamingResponse,
+    response_class=ClosingStreamingResponse,
     responses={
         200: {
             "description": "Every matching item, streamed in id order.",
@@ -116,10 +116,10 @@ async def export_items(
     request: Request,
     filters: Filters,
     export_format: Annotated[ExportFormat, Query(alias="format")] = ExportFormat.ndjson,
-) -> StreamingResponse:
+) -> ClosingStreamingResponse:
     chunks = await items_service.open_export(request.app.state.engine, filters, export_format)
     filename = f"items-{datetime.now(UTC):%Y-%m-%d}.{export_format.value}"
-    return StreamingResponse(
+    return ClosingStreamingResponse(
         chunks,
         media_type=_EXPORT_MEDIA_TYPES[export_format],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
@@ -142,8 +142,10 @@ async def read_item(
     if if_none_match is not None and if_none_match.matches(item.version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": item.etag})
     response.headers["ETag"] = item.etag
-    files = await files_service.list_for_item(session, item.id)
-    return ItemDetail.model_validate({**ItemRead.model_validate(item).__dict__, "files": files})
+    files, files_total = await files_service.list_for_item(session, item.id)
+    return ItemDetail.model_validate(
+        {**ItemRead.model_validate(item).__dict__, "files": files, "files_total": files_total}
+    )
 
 
 @router.patch(

@@ -176,9 +176,13 @@ class ItemRead(ReadSchema):
 
 
 class ItemDetail(ItemRead):
-    """One item with the files attached to it (the newest 100)."""
+    """One item with the files attached to it: the newest 100, and how many there are."""
 
-    files: list[files_schemas.FileRead]
+    files: list[files_schemas.FileRead] = Field(
+        description="The newest attached files, at most 100; "
+        "`GET /api/v1/files?item_id=` pages through all of them in the same order."
+    )
+    files_total: int = Field(description="How many files are attached in all.")
 
 
 CSV_COLUMNS = ("id", "name", "description", "price", "tax", "tags", "created_at", "updated_at")

@@ -320,6 +320,18 @@ async def delete_item(
     session.expunge(item)
 
 
+async def delete_all_of_owner(session: AsyncSession, owner_id: int) -> None:
+    """Every item of the owner, its tags and its count (deleting the account), explicitly
+    rather than through the foreign keys' ON DELETE CASCADE: SQLite only honours those on a
+    connection with PRAGMA foreign_keys on."""
+    for statement in (
+        delete(ItemTag).where(ItemTag.owner_id == owner_id),
+        delete(Item).where(Item.owner_id == owner_id),
+        delete(ItemCount).where(ItemCount.owner_id == owner_id),
+    ):
+        await session.execute(statement.execution_options(synchronize_session=False))
+
+
 async def _write_tags(session: AsyncSession, item_id: int, owner_id: int, tags: list[str]) -> None:
     if tags:
         await session.execute(
@@ -440,29 +452,46 @@ async def _export_chunks(
                 pending.exception()  # retrieved, so asyncio does not warn about it
 
 
+class _ExportStream:
+    """The export's chunks: the first, already read, then the rest. `aclose` ends the batches
+    and releases their connection whether or not anything was read (a HEAD reads nothing)."""
+
+    def __init__(self, first: bytes, rest: AsyncGenerator[bytes]) -> None:
+        self._first: bytes | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> "_ExportStream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        try:
+            return await anext(self._rest)
+        except StopAsyncIteration:
+            raise
+        except Exception:
+            logger.exception("items export failed mid-stream; aborting the response")
+            raise
+
+    async def aclose(self) -> None:
+        self._first = None
+        await self._rest.aclose()
+
+
 async def open_export(
     engine: AsyncEngine, filters: ItemFilters, export_format: ExportFormat
 ) -> AsyncIterator[bytes]:
     """The export as a stream of byte chunks, on its own connection (the request's session is
     gone by the time the body streams). The first batch is read before this returns, so a
     failing query is still an ordinary error response; a failure after that propagates out of
-    the stream, which aborts the connection instead of ending the body cleanly."""
+    the stream, which aborts the connection instead of ending the body cleanly. The caller
+    must `aclose` the stream (ClosingStreamingResponse does)."""
     chunks = _export_chunks(engine, filters, export_format)
     try:
         first = await anext(chunks)
     except BaseException:
         await chunks.aclose()
         raise
-
-    async def stream() -> AsyncIterator[bytes]:
-        try:
-            yield first
-            async for chunk in chunks:
-                yield chunk
-        except Exception:
-            logger.exception("items export failed mid-stream; aborting the response")
-            raise
-        finally:
-            await chunks.aclose()
-
-    return stream()
+    return _ExportStream(first, chunks)

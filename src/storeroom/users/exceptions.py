@@ -21,3 +21,8 @@ class WrongCurrentPassword(BadRequest):
 class CannotDemoteSelf(PermissionDenied):
     detail = "Superusers cannot deactivate or demote themselves"
     code = "cannot_demote_self"
+
+
+class CannotDeleteSelf(PermissionDenied):
+    detail = "Superusers cannot delete their own account here; use DELETE /api/v1/users/me"
+    code = "cannot_delete_self"

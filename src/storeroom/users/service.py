@@ -4,14 +4,21 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select
+from sqlalchemy import delete as delete_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
+from storeroom.auth.api_keys.models import ApiKey
+from storeroom.auth.models import RefreshToken
 from storeroom.auth.rate_limit import LoginLimiter
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import hash_password
+from storeroom.files import service as files_service
+from storeroom.idempotency.models import IdempotencyKey
+from storeroom.items import service as items_service
 from storeroom.users.exceptions import (
+    CannotDeleteSelf,
     CannotDemoteSelf,
     EmailTaken,
     UserNotFound,
@@ -127,7 +134,35 @@ async def update_admin(
     return user
 
 
-async def delete(session: AsyncSession, user: User) -> None:
-    session.add(user)
-    await session.delete(user)
-    await session.flush()
+async def delete(session: AsyncSession, user: User) -> list[str]:
+    """Delete the account and everything it owns, in the session's transaction: its items
+    (with their tags and count), file rows, API keys, refresh tokens and idempotency keys, each
+    explicitly (SQLite
+    honours ON DELETE CASCADE only where PRAGMA foreign_keys is on). Returns the storage keys
+    of its files, whose bytes the caller removes once this is committed
+    (`files_service.remove_blobs`).
+
+    The account's row is locked first, as an upload locks it before recording a file, so no
+    file can be added to the account between reading the keys and deleting the rows (SQLite:
+    the first delete takes the database's write lock before the keys are read). Items go
+    before files, the order in which deleting one item locks them (it detaches its files)."""
+    await session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    await items_service.delete_all_of_owner(session, user.id)
+    storage_keys = await files_service.delete_all_of_owner(session, user.id)
+    for statement in (
+        delete_rows(ApiKey).where(ApiKey.user_id == user.id),
+        delete_rows(RefreshToken).where(RefreshToken.user_id == user.id),
+        delete_rows(IdempotencyKey).where(IdempotencyKey.user_id == user.id),
+        delete_rows(User).where(User.id == user.id),
+    ):
+        await session.execute(statement.execution_options(synchronize_session=False))
+    if user in session:
+        session.expunge(user)
+    return storage_keys
+
+
+async def delete_admin(session: AsyncSession, user: User, *, actor: User) -> list[str]:
+    """A superuser deletes another account (their own goes through DELETE /users/me)."""
+    if user.id == actor.id:
+        raise CannotDeleteSelf()  # like demoting: one's own account only ever deliberately
+    return await delete(session, user)
