@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)  # first: probes are hit often and must match fast
     # Domain routers hang directly off the app (no intermediate /api/v1 router): FastAPI walks
     # nested routers on every request, and each level costs. Any request body can be
-    # malformed (400) or invalid (422).
+    # malformed (400) or invalid (422); any request can find the database down or busy (503).
     for domain_router in (
         auth_router,
         recovery_router,
@@ -96,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items_router,
         files_router,
     ):
-        app.include_router(domain_router, prefix=API_PREFIX, responses=error_responses(400, 422))
+        app.include_router(
+            domain_router, prefix=API_PREFIX, responses=error_responses(400, 422, 503)
+        )
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     database_pool_size: int = Field(default=20, ge=1)
+    # How long a request waits for a pooled connection before it answers 503 database_busy.
+    database_pool_timeout_seconds: float = Field(default=30, gt=0)
     # A ping costs a round trip per checkout. Off by default: a connection that died (say, the
     # database restarted) fails one request and SQLAlchemy then recycles the whole pool.
     database_pre_ping: bool = False
