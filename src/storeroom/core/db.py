@@ -8,6 +8,7 @@ import pymysql
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
 from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from storeroom.core.config import Settings
 from storeroom.core.paths import private_sqlite_database
@@ -121,6 +122,32 @@ def _connect_failures_as_database_errors(
         ) from exc
 
 
+def _asyncpg_closed(driver_connection: Any) -> bool:
+    return bool(driver_connection.is_closed())
+
+
+def _aiomysql_closed(driver_connection: Any) -> bool:
+    reader = getattr(driver_connection, "_reader", None)  # aiomysql has no public flag
+    return reader is None or reader.at_eof()
+
+
+def _discard_connections_closed_by_server(closed: Any) -> Any:
+    """A checkout listener: when the database restarted (or killed the session) while the
+    connection sat in the pool, the event loop has already read the connection's end, so
+    noticing costs no round trip. Raising DisconnectionError makes the pool open a fresh
+    connection in its place, so the request never sees the dead one."""
+
+    def check(
+        _dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        if closed(record.driver_connection):
+            raise DisconnectionError("the database closed this pooled connection")
+
+    return check
+
+
+_CLOSED_CHECKS = {"asyncpg": _asyncpg_closed, "aiomysql": _aiomysql_closed}
+
 # Driver errors SQLAlchemy can let out unwrapped: with aiomysql, switching a connection to
 # autocommit (the DbReader path) is a round trip made outside SQLAlchemy's error handling,
 # which also leaves that connection checked out until the garbage collector returns it.
@@ -142,6 +169,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_pre_ping=settings.database_pre_ping,
             pool_recycle=3600,
         )
+        closed = _CLOSED_CHECKS.get(engine.dialect.driver)
+        if closed is not None:
+            event.listen(
+                engine.sync_engine.pool, "checkout", _discard_connections_closed_by_server(closed)
+            )
     event.listen(engine.sync_engine, "do_connect", _connect_failures_as_database_errors)
     event.listen(engine.sync_engine, "handle_error", _flag_lost_database)
     return engine
