@@ -21,6 +21,7 @@ from storeroom.core.errors import error_responses, install_error_handlers
 from storeroom.core.openapi import document_credential_errors
 from storeroom.core.paths import warn_if_shared
 from storeroom.core.requests import BodySizeLimitMiddleware, RequestContextMiddleware
+from storeroom.core.security import stop_hashing_pool
 from storeroom.files import service as files_service
 from storeroom.files.router import router as files_router
 from storeroom.files.storage import create_storage
@@ -45,6 +46,11 @@ Authenticate with **Authorize**, with any of: `Authorization: Bearer <token>` fr
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    # A server builds its app without arguments (`storeroom serve`, `uvicorn --factory`): that
+    # app is the only one of its process, so its shutdown also stops the password-hashing
+    # workers, which belong to the process. Tests build hundreds of apps in one process, each
+    # with its own settings, and keep the workers from one to the next.
+    owns_process = settings is None
     settings = settings or get_settings()
     settings.signing_key()  # fail at startup, not at the first login, when the key is missing
     warn_if_shared(settings.data_dir)
@@ -69,8 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 yield
         finally:
-            await app.state.login_limiter.close()
-            await engine.dispose()
+            try:
+                await app.state.login_limiter.close()
+                await engine.dispose()
+            finally:
+                if owns_process:
+                    await stop_hashing_pool()
 
     app = FastAPI(
         title="Storeroom",

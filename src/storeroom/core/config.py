@@ -145,6 +145,9 @@ class Settings(BaseSettings):
     # limit the answer is 431 and the connection closes, before anything is buffered further.
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     max_header_count: int = Field(default=100, ge=1)
+    # On SIGTERM `storeroom serve` stops accepting connections and gives the requests in flight
+    # this long to finish (uvicorn's timeout_graceful_shutdown); then it cancels what is left.
+    shutdown_timeout_seconds: int = Field(default=30, ge=0)
     # Swagger UI's "persistAuthorization" keeps the credentials typed into /docs in the
     # browser's localStorage, where any script on this origin can read them.
     docs_persist_authorization: bool = False
