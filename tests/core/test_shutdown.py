@@ -1,6 +1,7 @@
 """SIGTERM to a real `storeroom serve` with work in flight: it stops accepting connections,
 finishes every request within STOREROOM_SHUTDOWN_TIMEOUT_SECONDS, and exits leaving no process
-and no temporary file behind.
+and no temporary file behind; past the timeout, the streams still open are cut off, never
+ended as if complete.
 
 The signal goes to the server's whole process group, as a service manager's stop does
 (systemd's default), so the password-hashing workers receive it too.
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +34,7 @@ from tests.conftest import PASSWORD, TEST_SECRET_KEY
 from tests.servers import ProcessInfo, ServeProcess, serve
 
 UPLOAD_BYTES = 4 * 1024 * 1024
+LARGE_FILE_BYTES = 24 * 1024 * 1024
 EXPORT_ITEMS = 1000
 CHUNK = 64 * 1024
 BOUNDARY = "storeroom-shutdown-test"
@@ -126,6 +129,14 @@ def _start(
 @pytest.fixture
 def running(tmp_path: Path, migrated_databases: dict[str, str]) -> Iterator[Running]:
     yield from _start(tmp_path, migrated_databases, timeout_seconds=20, file_bytes=UPLOAD_BYTES)
+
+
+@pytest.fixture
+def running_with_short_timeout(
+    tmp_path: Path, migrated_databases: dict[str, str]
+) -> Iterator[Running]:
+    # Larger than what the sockets' buffers hold, so the download is still being written.
+    yield from _start(tmp_path, migrated_databases, timeout_seconds=2, file_bytes=LARGE_FILE_BYTES)
 
 
 @dataclass
@@ -329,3 +340,30 @@ def test_sigterm_finishes_every_request_in_flight_and_leaves_nothing_behind(
         f"\nSIGTERM with 20 requests in flight: every one completed; the server exited "
         f"{shutdown_seconds:.1f} s after the signal"
     )
+
+
+def test_streams_still_open_at_the_timeout_are_cut_off_not_ended(
+    running_with_short_timeout: Running,
+) -> None:
+    running = running_with_short_timeout
+    server = running.server
+    requests = Requests(running)
+    # Each would take about 12 s at this pace; the server gives them 2.
+    requests.download(f"/api/v1/files/{running.file_id}/content", "download", seconds_per_mib=3.0)
+    requests.download("/api/v1/items/export?format=ndjson", "export", seconds_per_mib=1.3)
+    requests.upload("slow.bin", os.urandom(UPLOAD_BYTES), seconds=6)
+    requests.wait_under_way(3)
+
+    signalled = _terminate(server)
+    exited = _wait_for_exit(server, 15)
+    requests.join()
+
+    assert exited - signalled < 2 + 5
+    by_label: dict[str, Any] = {result.label: result for result in requests.results}
+    assert by_label["download"].error and by_label["download"].size < LARGE_FILE_BYTES
+    assert by_label["export"].error
+    # The upload had answered nothing: a 503 it may retry, or (when the server closes before
+    # the client has stopped sending) a broken connection; never a 500.
+    upload = by_label["upload slow.bin"]
+    assert upload.error or (upload.status == 503 and b'"shutting_down"' in upload.body), upload
+    assert _leftovers(running.workdir) == []
