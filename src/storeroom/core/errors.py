@@ -263,7 +263,7 @@ def database_error(exc: Exception) -> ServiceUnavailable | None:
 def _database_failure(exc: Exception) -> str:
     """The driver's message, first line only: SQLAlchemy's own text goes on with the statement
     and its parameters, which may hold an email or a password hash."""
-    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
     message = str(orig).strip().splitlines()
     return f"{type(orig).__name__}: {message[0] if message else ''}"
 
