@@ -57,6 +57,7 @@ def serve(
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         http=HeadLimitedHttpToolsProtocol,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
 
 

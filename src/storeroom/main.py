@@ -25,6 +25,7 @@ from storeroom.core.requests import (
     HeadRequestMiddleware,
     RequestContextMiddleware,
 )
+from storeroom.core.security import stop_hashing_pool
 from storeroom.files import service as files_service
 from storeroom.files.router import router as files_router
 from storeroom.files.storage import create_storage
@@ -50,6 +51,11 @@ Authenticate with **Authorize**, with any of: `Authorization: Bearer <token>` fr
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    # A server builds its app without arguments (`storeroom serve`, `uvicorn --factory`): that
+    # app is the only one of its process, so its shutdown also stops the password-hashing
+    # workers, which belong to the process. Tests build hundreds of apps in one process, each
+    # with its own settings, and keep the workers from one to the next.
+    owns_process = settings is None
     settings = settings or get_settings()
     settings.signing_key()  # fail at startup, not at the first login, when the key is missing
     warn_if_shared(settings.data_dir)
@@ -79,8 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ):
                 yield
         finally:
-            await app.state.login_limiter.close()
-            await engine.dispose()
+            try:
+                await app.state.login_limiter.close()
+                await engine.dispose()
+            finally:
+                if owns_process:
+                    await stop_hashing_pool()
 
     app = FastAPI(
         title="Storeroom",
@@ -97,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)  # first: probes are hit often and must match fast
     # Domain routers hang directly off the app (no intermediate /api/v1 router): FastAPI walks
     # nested routers on every request, and each level costs. Any request body can be
-    # malformed (400) or invalid (422).
+    # malformed (400) or invalid (422); any request can find the database down or busy (503).
     for domain_router in (
         auth_router,
         recovery_router,
@@ -106,7 +116,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items_router,
         files_router,
     ):
-        app.include_router(domain_router, prefix=API_PREFIX, responses=error_responses(400, 422))
+        app.include_router(
+            domain_router, prefix=API_PREFIX, responses=error_responses(400, 422, 503)
+        )
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -124,8 +124,12 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     database_pool_size: int = Field(default=20, ge=1)
-    # A ping costs a round trip per checkout. Off by default: a connection that died (say, the
-    # database restarted) fails one request and SQLAlchemy then recycles the whole pool.
+    # How long a request waits for a pooled connection before it answers 503 database_busy.
+    database_pool_timeout_seconds: float = Field(default=30, gt=0)
+    # A ping costs a round trip per checkout (bench/database_liveness.py: GET /users/me at 70-80 %
+    # of the throughput). Connections the database closed, as a restart does, are replaced at
+    # checkout without it (core/db.py); a ping also catches connections that die unseen, e.g.
+    # dropped by a firewall or NAT that sends no reset.
     database_pre_ping: bool = False
     # Freeze the objects built at startup out of the cyclic garbage collector (see main.py).
     # Only for processes that build one app; a test run building hundreds turns it off.
@@ -143,6 +147,9 @@ class Settings(BaseSettings):
     # limit the answer is 431 and the connection closes, before anything is buffered further.
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
     max_header_count: int = Field(default=100, ge=1)
+    # On SIGTERM `storeroom serve` stops accepting connections and gives the requests in flight
+    # this long to finish (uvicorn's timeout_graceful_shutdown); then it cancels what is left.
+    shutdown_timeout_seconds: int = Field(default=30, ge=0)
     # Swagger UI's "persistAuthorization" keeps the credentials typed into /docs in the
     # browser's localStorage, where any script on this origin can read them.
     docs_persist_authorization: bool = False

@@ -4,9 +4,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
+import pymysql
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from storeroom.core.config import Settings
 from storeroom.core.paths import private_sqlite_database
@@ -77,20 +79,104 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+# Errors that mean the database went away, beyond those SQLAlchemy already treats so.
+# PostgreSQL: SQLSTATE class 08 (connection exception), 57P01/57P02 (terminated by an
+# administrator's or a crash's shutdown), 57P03 (starting up or shutting down).
+# MariaDB/MySQL: 1053 server shutdown in progress, 1927 connection killed, 2002/2003 cannot
+# connect, 2006 gone away, 2013/2055 connection lost.
+_POSTGRESQL_GONE = frozenset({"57P01", "57P02", "57P03"})
+_MYSQL_GONE = frozenset({1053, 1927, 2002, 2003, 2006, 2013, 2055})
+
+
+def database_went_away(error: BaseException) -> bool:
+    """Whether a driver's error means the connection to the database is gone or cannot be
+    made, as opposed to a problem with the statement."""
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _POSTGRESQL_GONE):
+        return True
+    code = error.args[0] if error.args else None
+    return isinstance(code, int) and code in _MYSQL_GONE
+
+
+def _flag_lost_database(context: ExceptionContext) -> None:
+    """Mark every error that means "no database" as a disconnect: SQLAlchemy then throws the
+    connection (and the rest of the pool) away instead of reusing it, and the exception says
+    `connection_invalidated`, which the error mapping answers with 503 database_unavailable.
+    With no connection in the context the error came from connecting (or from a pre-ping):
+    whatever stops a connection from being made makes the database unavailable."""
+    if context.connection is None or database_went_away(context.original_exception):
+        context.is_disconnect = True
+
+
+def _connect_failures_as_database_errors(
+    dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any
+) -> Any:
+    """asyncpg lets a refused or timed-out connection attempt out as the socket's own OSError,
+    which SQLAlchemy passes through untouched; raised as the driver's OperationalError it is
+    handled like every other database error (aiomysql already does this itself)."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except (OSError, TimeoutError) as exc:
+        raise dialect.loaded_dbapi.OperationalError(
+            f"cannot connect to the database: {exc}"
+        ) from exc
+
+
+def _asyncpg_closed(driver_connection: Any) -> bool:
+    return bool(driver_connection.is_closed())
+
+
+def _aiomysql_closed(driver_connection: Any) -> bool:
+    reader = getattr(driver_connection, "_reader", None)  # aiomysql has no public flag
+    return reader is None or reader.at_eof()
+
+
+def _discard_connections_closed_by_server(closed: Any) -> Any:
+    """A checkout listener: when the database restarted (or killed the session) while the
+    connection sat in the pool, the event loop has already read the connection's end, so
+    noticing costs no round trip. Raising DisconnectionError makes the pool open a fresh
+    connection in its place, so the request never sees the dead one."""
+
+    def check(
+        _dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        if closed(record.driver_connection):
+            raise DisconnectionError("the database closed this pooled connection")
+
+    return check
+
+
+_CLOSED_CHECKS = {"asyncpg": _asyncpg_closed, "aiomysql": _aiomysql_closed}
+
+# Driver errors SQLAlchemy can let out unwrapped: with aiomysql, switching a connection to
+# autocommit (the DbReader path) is a round trip made outside SQLAlchemy's error handling,
+# which also leaves that connection checked out until the garbage collector returns it.
+UNWRAPPED_DRIVER_ERRORS: tuple[type[Exception], ...] = (pymysql.err.Error,)
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url
     if settings.is_sqlite:
         private_sqlite_database(url)
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, pool_timeout=settings.database_pool_timeout_seconds)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_async_engine(
-        url,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
-        pool_pre_ping=settings.database_pre_ping,
-        pool_recycle=3600,
-    )
+    else:
+        engine = create_async_engine(
+            url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_pool_size,
+            pool_timeout=settings.database_pool_timeout_seconds,
+            pool_pre_ping=settings.database_pre_ping,
+            pool_recycle=3600,
+        )
+        closed = _CLOSED_CHECKS.get(engine.dialect.driver)
+        if closed is not None:
+            event.listen(
+                engine.sync_engine.pool, "checkout", _discard_connections_closed_by_server(closed)
+            )
+    event.listen(engine.sync_engine, "do_connect", _connect_failures_as_database_errors)
+    event.listen(engine.sync_engine, "handle_error", _flag_lost_database)
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -12,9 +12,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from storeroom.core.db import UNWRAPPED_DRIVER_ERRORS, database_went_away
 from storeroom.core.requests import current_request_id
 
 logger = logging.getLogger("storeroom.errors")
@@ -104,6 +106,33 @@ class TooManyRequests(DomainError):
 
     def __init__(self, detail: str | None = None, *, retry_after: int):
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ServiceUnavailable(DomainError):
+    """Something the service needs is missing for now; the same request can succeed later."""
+
+    status_code = 503
+    code = "service_unavailable"
+    detail = "Service unavailable, try again later"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int):
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    detail = "The database is unavailable, try again shortly"
+
+
+class DatabaseBusy(ServiceUnavailable):
+    code = "database_busy"
+    detail = "The database is busy, try again shortly"
+
+
+# A database restart takes seconds; a saturated pool frees up sooner, and clients that come
+# back at once would only keep it saturated.
+DATABASE_UNAVAILABLE_RETRY_SECONDS = 5
+DATABASE_BUSY_RETRY_SECONDS = 2
 
 
 class ErrorBody(BaseModel):
@@ -215,6 +244,43 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, detail, code="validation_error", errors=errors)
 
 
+def database_error(exc: Exception) -> ServiceUnavailable | None:
+    """What a database failure means to a client, when it is not a bug: the database cannot be
+    reached (connecting failed, or the connection was lost; `core.db` marks every such error
+    `connection_invalidated`), or it is saturated (no pooled connection within the pool
+    timeout, or SQLite's write lock held past its busy timeout)."""
+    if isinstance(exc, UNWRAPPED_DRIVER_ERRORS):
+        if database_went_away(exc):
+            return DatabaseUnavailable(retry_after=DATABASE_UNAVAILABLE_RETRY_SECONDS)
+        return None
+    if isinstance(exc, sa_exc.TimeoutError):
+        return DatabaseBusy(retry_after=DATABASE_BUSY_RETRY_SECONDS)
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return DatabaseUnavailable(retry_after=DATABASE_UNAVAILABLE_RETRY_SECONDS)
+        if getattr(exc.orig, "sqlite_errorname", None) in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            return DatabaseBusy(retry_after=DATABASE_BUSY_RETRY_SECONDS)
+    return None
+
+
+def _database_failure(exc: Exception) -> str:
+    """The driver's message, first line only: SQLAlchemy's own text goes on with the statement
+    and its parameters, which may hold an email or a password hash."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    message = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {message[0] if message else ''}"
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    mapped = database_error(exc)
+    if mapped is None:
+        raise exc  # a bug, not an outage: the 500 handler logs it whole
+    logger.warning(
+        "%s on %s %s: %s", mapped.code, request.method, request.url.path, _database_failure(exc)
+    )
+    return await _domain_error(request, mapped)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     request_id = request.scope.get("storeroom.request_id") or current_request_id()
@@ -228,6 +294,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    database_failures: tuple[type[Exception], ...] = (
+        sa_exc.SQLAlchemyError,
+        *UNWRAPPED_DRIVER_ERRORS,
+    )
+    for database_failure in database_failures:
+        app.add_exception_handler(database_failure, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

@@ -1,10 +1,12 @@
 """Request plumbing: a request id on every request and response, a structured access log,
-the cap on request bodies, and HEAD answered wherever GET is.
+the answer to a request the shutdown cut short, the cap on request bodies, and HEAD answered
+wherever GET is.
 
 Written as plain ASGI middleware (no BaseHTTPMiddleware) so streamed responses pass through
 untouched and the cost per request stays a few microseconds.
 """
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -20,15 +22,46 @@ _request_id: ContextVar[str | None] = ContextVar("storeroom_request_id", default
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
 access_logger = logging.getLogger("storeroom.access")
+logger = logging.getLogger("storeroom.requests")
+
+# A client may retry at once: another process behind the proxy, or this one restarted, answers.
+SHUTTING_DOWN_RETRY_SECONDS = 1
 
 
 def current_request_id() -> str | None:
     return _request_id.get()
 
 
+def _shutting_down(request_id: str) -> tuple[Message, Message]:
+    body = json.dumps(
+        {
+            "detail": "The server is shutting down; retry the request",
+            "code": "shutting_down",
+            "request_id": request_id,
+        }
+    ).encode()
+    start: Message = {
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"retry-after", str(SHUTTING_DOWN_RETRY_SECONDS).encode("ascii")),
+            (b"connection", b"close"),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
 class RequestContextMiddleware:
     """Takes a sane incoming X-Request-ID or makes one, echoes it on the response, and writes
-    one JSON access-log line per request."""
+    one JSON access-log line per request.
+
+    uvicorn cancels the requests still running when its graceful shutdown timeout
+    (STOREROOM_SHUTDOWN_TIMEOUT_SECONDS) is over. One that has not begun its response gets a
+    503 `shutting_down` in the error shape instead of uvicorn's plain-text 500 (whether a write
+    it began took effect is then unknown, as after any lost response); one halfway through its
+    response is cut off, so that it never looks complete."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,11 +83,13 @@ class RequestContextMiddleware:
         scope["storeroom.request_id"] = request_id
         started = time.perf_counter()
         status_code = 500
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, response_started
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                response_started = True
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 if b"x-request-id" not in present:
@@ -67,6 +102,13 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            if response_started:
+                raise
+            method, path = scope["method"], scope["path"]
+            logger.warning("%s %s cancelled at the shutdown timeout; answered 503", method, path)
+            for message in _shutting_down(request_id):
+                await send_with_id(message)
         finally:
             if access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client")

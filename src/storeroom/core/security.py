@@ -6,6 +6,7 @@ import hashlib
 import multiprocessing
 import os
 import secrets
+import signal
 import threading
 import time
 import uuid
@@ -55,8 +56,8 @@ def _check_password(password: str, hashed: str | None) -> PasswordCheck:
 
 
 def _exit_with(api_process_id: int) -> None:
-    """A worker must not outlive the API process that started it; uvicorn ends on a re-raised
-    SIGTERM, so no atexit handler or lifespan hook can be relied on to stop the pool."""
+    """A worker must not outlive the API process that started it, even one that ends without
+    stopping its pool (killed outright, or an app that does not own its process)."""
     while True:
         time.sleep(1)
         try:
@@ -70,7 +71,14 @@ def _exit_with(api_process_id: int) -> None:
 def _start_hashing_worker(api_process_id: int) -> None:
     """Hashing processes run at the lowest priority, so a storm of logins cannot starve the
     requests that need no hashing. Nice 19 rather than SCHED_IDLE: measured, /healthz p99 under
-    a login storm is the same, and logins still make progress on a saturated machine."""
+    a login storm is the same, and logins still make progress on a saturated machine.
+
+    They ignore the signals that stop the service: Ctrl+C reaches a terminal's whole process
+    group, and so does a service manager's SIGTERM (systemd's default KillMode), and a worker
+    that died of it would fail the logins the API process is still finishing. The API process
+    stops its workers once its requests are done (`stop_hashing_pool`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(19)
     threading.Thread(target=_exit_with, args=(api_process_id,), daemon=True).start()
@@ -81,8 +89,9 @@ class _HashingPool:
     """Argon2 is CPU-bound and deliberately slow, so it runs in its own processes, one per
     core: in threads of the API process, a hashing thread holding the GIL would make the event
     loop wait for it, and a low-priority one holding it would make the loop wait even longer.
-    Started on first use (forkserver: safe from a process that already runs threads) and
-    restarted if a worker dies."""
+    Started on first use and restarted if a worker dies. Spawned: safe from a process that
+    already runs threads, and unlike forkserver it leaves nothing in /tmp behind a process that
+    ends by a signal, as uvicorn's do (forkserver's socket directory stays there for good)."""
 
     def __init__(self) -> None:
         self._executor: ProcessPoolExecutor | None = None
@@ -91,7 +100,7 @@ class _HashingPool:
     def _get(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
-                context = multiprocessing.get_context("forkserver")
+                context = multiprocessing.get_context("spawn")
                 self._executor = ProcessPoolExecutor(
                     max_workers=os.cpu_count() or 2,
                     mp_context=context,
@@ -111,8 +120,22 @@ class _HashingPool:
             executor.shutdown(wait=False, cancel_futures=True)
             return await asyncio.get_running_loop().run_in_executor(self._get(), fn, *args)
 
+    def stop(self) -> None:
+        """Let the hashes in flight finish (queued ones are dropped), then wait for the workers
+        to exit."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
 
 _hashing_pool = _HashingPool()
+
+
+async def stop_hashing_pool() -> None:
+    """For a process that is about to exit: no worker outlives it. (The next hash would
+    start a new pool.)"""
+    await asyncio.to_thread(_hashing_pool.stop)
 
 
 async def hash_password(password: str) -> str:
