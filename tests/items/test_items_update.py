@@ -45,7 +45,11 @@ def test_patch_with_nul_in_a_text_field_is_422_and_changes_nothing(
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "validation_error"
     assert response.json()["errors"][0]["loc"][:2] == ["body", *changes]
-    assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {**item, "files": [], "files_total": 0}
+    assert client.get(f"{ITEMS}/{item['id']}", headers=alice).json() == {
+        **item,
+        "files": [],
+        "files_total": 0,
+    }
 
 
 def test_patch_replaces_tags_and_the_tag_filter_follows(
