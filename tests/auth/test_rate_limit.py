@@ -101,3 +101,23 @@ def test_a_login_after_a_failure_still_upgrades_an_old_bcrypt_hash(client: TestC
     failed_login(client, "alice@example.com")
     assert login_status(client, "alice@example.com") == 200
     assert run_in_app(client, stored_hash).startswith("$argon2")
+
+
+def test_failures_count_against_the_account_however_its_address_is_typed(
+    client: TestClient,
+) -> None:
+    register(client, "carol@example.com")
+    for typed in (" Carol@Example.com", "CAROL@EXAMPLE.COM", "carol@example.com "):
+        assert failed_login(client, typed) == 401
+    assert login_status(client, "carol@example.com") == 429
+
+
+def test_an_accented_variant_of_a_locked_address_does_not_reach_the_account(
+    client: TestClient,
+) -> None:
+    register(client, "carol@example.com")
+    for _ in range(MAX_FAILURES):
+        failed_login(client, "carol@example.com")
+    for variant in ("càrol@example.com", "cárol@example.com", "carôl@example.com"):
+        assert login_status(client_from(client, "198.51.100.7"), variant) == 401
+    assert login_status(client, "carol@example.com") == 429

@@ -6,6 +6,7 @@ from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storeroom.core.db import NEVER_REUSE_IDS, Base
+from storeroom.core.types import exact_string
 
 
 class RefreshToken(Base):
@@ -29,7 +30,9 @@ class RefreshToken(Base):
 
 
 class LoginFailure(Base):
-    """A failed login, kept for the length of the rate-limit window (the database limiter)."""
+    """A failed login, kept for the length of the rate-limit window (the database limiter).
+    `account` is the limiter's key for the account: `user:<id>`, or `email:<address>` for an
+    unknown one."""
 
     __tablename__ = "login_failures"
     __table_args__ = (
@@ -38,6 +41,6 @@ class LoginFailure(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    account: Mapped[str] = mapped_column(String(254))
+    account: Mapped[str] = mapped_column(exact_string(254))
     client_ip: Mapped[str] = mapped_column(String(45))
     failed_at: Mapped[datetime] = mapped_column(index=True)

@@ -4,7 +4,8 @@ A sliding window: an account (or an IP) with `max_failures` failures in the last
 refused, even with the right password, until its oldest failure leaves the window. Refused
 attempts are not counted, so a blocked caller cannot extend its own block forever. A successful
 login forgets only the failures of that account from that IP: someone else's failures against
-the account, from another address, stay counted.
+the account, from another address, stay counted. The account is the matched one (`user_key`),
+or the normalised address for an unknown one (`address_key`), never the string as typed.
 """
 
 import math
@@ -23,6 +24,21 @@ from storeroom.core import security
 from storeroom.core.config import Settings
 from storeroom.core.db import UTCDateTime
 from storeroom.core.security import PasswordCheck
+from storeroom.users.schemas import normalize_email
+
+MAX_ACCOUNT_KEY_LENGTH = 254  # login_failures.account
+
+
+def user_key(user_id: int) -> str:
+    """The limiter's key for an account: its id, whatever address was typed to reach it."""
+    return f"user:{user_id}"
+
+
+def address_key(email: str) -> str:
+    """The limiter's key for an address no account has: normalised, so that case and spaces
+    do not make new keys (a NUL, which no database column can compare, is replaced)."""
+    address = normalize_email(email.replace("\x00", "\ufffd"))
+    return f"email:{address}"[:MAX_ACCOUNT_KEY_LENGTH]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from storeroom.auth.exceptions import (
     TokenExpired,
 )
 from storeroom.auth.models import RefreshToken
-from storeroom.auth.rate_limit import LoginLimiter
+from storeroom.auth.rate_limit import LoginLimiter, address_key, user_key
 from storeroom.auth.schemas import TokenResponse
 from storeroom.core.config import Settings
 from storeroom.core.db import utcnow
@@ -29,11 +29,9 @@ from storeroom.core.security import (
 )
 from storeroom.users import service as users_service
 from storeroom.users.models import User
-from storeroom.users.schemas import normalize_email
 
 ACCESS_TOKEN = "access"
 TOKEN_KEY_CLAIM = "tk"
-MAX_ACCOUNT_LENGTH = 254
 
 
 async def login(
@@ -49,10 +47,10 @@ async def login(
     and of the caller's IP, or InvalidCredentials: unknown email, wrong password and inactive
     account are indistinguishable, in body and in time."""
     # No stored email holds a NUL, and PostgreSQL cannot even compare one: such an email is an
-    # unknown account, counted under a key the database can store.
-    has_nul = "\x00" in email
-    account = normalize_email(email.replace("\x00", "\ufffd"))[:MAX_ACCOUNT_LENGTH]
-    user = None if has_nul else await users_service.get_by_email(session, email)
+    # unknown account.
+    user = None if "\x00" in email else await users_service.get_by_email(session, email)
+    # Counted against the account it reaches, however it was typed.
+    account = user_key(user.id) if user else address_key(email)
     check = await limiter.verify_password(
         account, client_ip, now, password, user.hashed_password if user else None
     )

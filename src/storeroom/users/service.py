@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from storeroom.auth.rate_limit import LoginLimiter
+from storeroom.auth.rate_limit import LoginLimiter, user_key
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import hash_password
 from storeroom.users.exceptions import (
@@ -97,7 +97,11 @@ async def update_me(
     fields.pop("current_password", None)
     if "email" in fields or "password" in fields:
         check = await limiter.verify_password(
-            user.email, client_ip, now, changes.current_password or "", user.hashed_password
+            user_key(user.id),
+            client_ip,
+            now,
+            changes.current_password or "",
+            user.hashed_password,
         )
         if not check.valid:
             raise WrongCurrentPassword()
