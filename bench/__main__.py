@@ -10,6 +10,7 @@ BENCHMARKS = [
     "items",
     "files",
     "http_protocol",
+    "login_storm",
 ]
 
 

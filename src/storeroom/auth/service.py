@@ -36,6 +36,7 @@ TOKEN_KEY_CLAIM = "tk"
 
 async def login(
     session: AsyncSession,
+    reader: AsyncEngine,
     limiter: LoginLimiter,
     email: str,
     password: str,
@@ -45,10 +46,14 @@ async def login(
 ) -> User:
     """The user for this email and password, within the failed-login limits of the account
     and of the caller's IP, or InvalidCredentials: unknown email, wrong password and inactive
-    account are indistinguishable, in body and in time."""
+    account are indistinguishable, in body and in time.
+
+    No database connection is held while another is awaited or while the password is hashed:
+    the account is read in one autocommit statement, the limiter counts the attempt in its own
+    short transaction, and the request's session is used only once the password is right."""
     # No stored email holds a NUL, and PostgreSQL cannot even compare one: such an email is an
     # unknown account.
-    user = None if "\x00" in email else await users_service.get_by_email(session, email)
+    user = None if "\x00" in email else await users_service.get_by_email_detached(reader, email)
     # Counted against the account it reaches, however it was typed.
     account = user_key(user.id) if user else address_key(email)
     check = await limiter.verify_password(
@@ -57,8 +62,7 @@ async def login(
     if user is None or not check.valid or not user.is_active:
         raise InvalidCredentials()
     if check.new_hash:  # an old bcrypt hash: upgrade it now that we know the password
-        # Written at the request's commit, not flushed now: on SQLite a flush would hold the
-        # write lock while the login limiter writes through its own connection.
+        session.add(user)  # written at the request's commit
         user.hashed_password = check.new_hash
     return user
 

@@ -81,6 +81,8 @@ async def reset_password(
         raise ResetTokenExpired() from exc
     except TokenError as exc:
         raise InvalidResetToken() from exc
+    # Hashed before the session is used: its connection is not held while the hash is made.
+    new_hash = await hash_password(new_password)
     user = await _user_for(session, claims)
     if (
         user is None
@@ -88,7 +90,6 @@ async def reset_password(
         or not hmac.compare_digest(str(claims.get("fp", "")), _fingerprint(user, key))
     ):
         raise InvalidResetToken()
-    new_hash = await hash_password(new_password)
     # Compare-and-set on the old hash: of two requests racing with one token, only one wins.
     result = cast(
         CursorResult[Any],
