@@ -1,7 +1,7 @@
 """Every domain's tables, imported in one place so Alembic and the tests see the whole schema."""
 
 from storeroom.auth.api_keys.models import ApiKey
-from storeroom.auth.models import LoginFailure, RefreshToken
+from storeroom.auth.models import LoginFailure, RateLimitLock, RefreshToken
 from storeroom.core.db import Base
 from storeroom.files.models import StoredFile
 from storeroom.items.models import Item, ItemCount, ItemTag
@@ -14,6 +14,7 @@ __all__ = [
     "ItemCount",
     "ItemTag",
     "LoginFailure",
+    "RateLimitLock",
     "RefreshToken",
     "StoredFile",
     "User",

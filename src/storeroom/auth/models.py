@@ -1,4 +1,5 @@
-"""Auth: refresh tokens (stored hashed, in families) and the failed-login log."""
+"""Auth: refresh tokens (stored hashed, in families), the failed-login log and the locks of the
+database rate limiter."""
 
 from datetime import datetime
 
@@ -30,9 +31,9 @@ class RefreshToken(Base):
 
 
 class LoginFailure(Base):
-    """A failed login, kept for the length of the rate-limit window (the database limiter).
-    `account` is the limiter's key for the account: `user:<id>`, or `email:<address>` for an
-    unknown one."""
+    """A failed login (or one under way: an attempt is counted before its password is checked),
+    kept for the length of the rate-limit window (the database limiter). `account` is the
+    limiter's key for the account: `user:<id>`, or `email:<address>` for an unknown one."""
 
     __tablename__ = "login_failures"
     __table_args__ = (
@@ -44,3 +45,17 @@ class LoginFailure(Base):
     account: Mapped[str] = mapped_column(exact_string(254))
     client_ip: Mapped[str] = mapped_column(String(45))
     failed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+RATE_LIMIT_KEY_LENGTH = 300
+
+
+class RateLimitLock(Base):
+    """One row per rate-limit key, locked (by an UPDATE) while an attempt is counted against
+    that key: counting and recording then happen one attempt at a time, on every database, so
+    a burst cannot slip past the limit between the count and the insert."""
+
+    __tablename__ = "rate_limit_locks"
+
+    key: Mapped[str] = mapped_column(exact_string(RATE_LIMIT_KEY_LENGTH), primary_key=True)
+    locked_at: Mapped[datetime] = mapped_column(index=True)

@@ -1,25 +1,32 @@
 """Auth: failed-login limits per account and per client IP, kept in the database or in Redis.
 
 A sliding window: an account (or an IP) with `max_failures` failures in the last `window` is
-refused, even with the right password, until its oldest failure leaves the window. Refused
-attempts are not counted, so a blocked caller cannot extend its own block forever. A successful
-login forgets only the failures of that account from that IP: someone else's failures against
-the account, from another address, stay counted. The account is the matched one (`user_key`),
-or the normalised address for an unknown one (`address_key`), never the string as typed.
+refused, even with the right password, until its oldest failure leaves the window. An attempt
+is counted *before* its password is checked, in one atomic step that refuses it instead when a
+limit is reached, so a burst of simultaneous guesses cannot carry more than `max_failures` of
+them to the check. Refused attempts are not counted, so a blocked caller cannot extend its own
+block forever. A successful login forgets the failures of that account from that IP, its own
+attempt among them: someone else's failures against the account, from another address, stay
+counted. The account is the matched one (`user_key`), or the normalised address for an unknown
+one (`address_key`), never the string as typed.
 """
 
 import math
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from redis.asyncio import Redis
-from sqlalchemy import and_, case, delete, func, or_, select
+from sqlalchemy import CursorResult, case, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storeroom.auth.exceptions import LoginThrottled
-from storeroom.auth.models import LoginFailure
+from storeroom.auth.models import RATE_LIMIT_KEY_LENGTH, LoginFailure, RateLimitLock
 from storeroom.core import security
 from storeroom.core.config import Settings
 from storeroom.core.db import UTCDateTime
@@ -27,6 +34,9 @@ from storeroom.core.security import PasswordCheck
 from storeroom.users.schemas import normalize_email
 
 MAX_ACCOUNT_KEY_LENGTH = 254  # login_failures.account
+# Expired rows are cleared at most this often (by the limiter's clock), not on every attempt.
+PRUNE_INTERVAL = timedelta(seconds=60)
+PRUNE_BATCH = 1000
 
 
 def user_key(user_id: int) -> str:
@@ -42,21 +52,38 @@ def address_key(email: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class LoginWindow:
-    retry_after: int  # seconds until another attempt is allowed; 0 when it is allowed now
-    own_failures: int  # failures of this account from this IP still in the window
+class _Count:
+    """What a key holds in its window: how many, the oldest, and the limit it is held to."""
+
+    count: int
+    oldest: datetime | None
+    limit: int
+    window: timedelta
+
+
+def _retry_after(now: datetime, counts: Iterable[_Count]) -> int:
+    """Seconds until every key is under its limit again; 0 when all of them are now."""
+    waits = [
+        (counted.oldest + counted.window - now).total_seconds()
+        for counted in counts
+        if counted.count >= counted.limit and counted.oldest is not None
+    ]
+    return max(1, math.ceil(max(waits))) if waits else 0
 
 
 class LoginLimiter(ABC):
+    """The failed-login limits of one process. One implementation per back end, chosen at
+    startup (`create_login_limiter`)."""
+
     def __init__(self, max_failures: int, window: timedelta) -> None:
         self.max_failures = max_failures
         self.window = window
 
     @abstractmethod
-    async def check(self, account: str, client_ip: str, now: datetime) -> LoginWindow: ...
-
-    @abstractmethod
-    async def record_failure(self, account: str, client_ip: str, now: datetime) -> None: ...
+    async def reserve(self, account: str, client_ip: str, now: datetime) -> int:
+        """Count an attempt on `account` from `client_ip` as a failure, unless either has
+        reached the limit: then nothing is counted and the answer is the seconds until an
+        attempt is allowed again (0 when it was counted)."""
 
     @abstractmethod
     async def forget(self, account: str, client_ip: str) -> None:
@@ -70,38 +97,36 @@ class LoginLimiter(ABC):
     ) -> PasswordCheck:
         """Check a password within the limits: every password check goes through here (the
         token form, HTTP Basic, `current_password`), so none of them can be brute-forced.
-        `hashed` is None for an unknown account, which costs the same and counts the same."""
-        window = await self.check(account, client_ip, now)
-        if window.retry_after:
-            raise LoginThrottled(retry_after=window.retry_after)
+        `hashed` is None for an unknown account, which costs the same and counts the same.
+        No database connection is held while the password is hashed."""
+        retry_after = await self.reserve(account, client_ip, now)
+        if retry_after:
+            raise LoginThrottled(retry_after=retry_after)
         result = await security.verify_password(password, hashed)
-        if not result.valid:
-            await self.record_failure(account, client_ip, now)
-        elif window.own_failures:
+        if result.valid:
             await self.forget(account, client_ip)
         return result
 
-    def _retry_after(self, now: datetime, *counted: tuple[int, datetime | None]) -> int:
-        """Seconds until every (failures, oldest failure) pair is under the limit again."""
-        waits = [
-            (oldest + self.window - now).total_seconds()
-            for failures, oldest in counted
-            if failures >= self.max_failures and oldest is not None
-        ]
-        return max(1, math.ceil(max(waits))) if waits else 0
-
 
 class DatabaseLoginLimiter(LoginLimiter):
-    """Failures as rows of `login_failures`, written in their own transactions: the login that
-    failed rolls its request back, the failure must stay."""
+    """Failures as rows of `login_failures`, each attempt in its own short transaction: the
+    login that failed rolls its request back, the failure must stay, and the request's own
+    connection must not be held while this one is taken. An attempt locks one
+    `rate_limit_locks` row per key (an UPDATE, in key order: on SQLite the write lock) before it
+    counts and records, so attempts on one key are counted one at a time."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], max_failures: int, window: timedelta
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        max_failures: int,
+        window: timedelta,
     ) -> None:
         super().__init__(max_failures, window)
         self._sessionmaker = sessionmaker
+        self._pruned_at: datetime | None = None
 
-    async def check(self, account: str, client_ip: str, now: datetime) -> LoginWindow:
+    async def reserve(self, account: str, client_ip: str, now: datetime) -> int:
+        await self._prune(now)
         by_account = LoginFailure.account == account
         by_ip = LoginFailure.client_ip == client_ip
         query = select(
@@ -109,30 +134,25 @@ class DatabaseLoginLimiter(LoginLimiter):
             func.min(case((by_account, LoginFailure.failed_at)), type_=UTCDateTime()),
             func.sum(case((by_ip, 1), else_=0)),
             func.min(case((by_ip, LoginFailure.failed_at)), type_=UTCDateTime()),
-            func.sum(case((and_(by_account, by_ip), 1), else_=0)),
         ).where(or_(by_account, by_ip), LoginFailure.failed_at > now - self.window)
-        async with self._sessionmaker() as session:
-            row = (await session.execute(query)).one()
-        account_failures, account_oldest, ip_failures, ip_oldest, own = row
-        return LoginWindow(
-            retry_after=self._retry_after(
+        locks = (f"login-account:{account}", f"login-ip:{client_ip}")
+        async with self._locked(locks, now) as session:
+            account_failures, account_oldest, ip_failures, ip_oldest = (
+                await session.execute(query)
+            ).one()
+            retry_after = _retry_after(
                 now,
-                (int(account_failures or 0), account_oldest),
-                (int(ip_failures or 0), ip_oldest),
-            ),
-            own_failures=int(own or 0),
-        )
-
-    async def record_failure(self, account: str, client_ip: str, now: datetime) -> None:
-        async with self._sessionmaker() as session:
-            # Two short transactions, not one: an InnoDB range delete and an insert in the same
-            # transaction deadlock against a concurrent failure doing the same.
-            await session.execute(
-                delete(LoginFailure).where(LoginFailure.failed_at <= now - self.window)
+                (
+                    _Count(
+                        int(account_failures or 0), account_oldest, self.max_failures, self.window
+                    ),
+                    _Count(int(ip_failures or 0), ip_oldest, self.max_failures, self.window),
+                ),
             )
-            await session.commit()
-            session.add(LoginFailure(account=account, client_ip=client_ip, failed_at=now))
-            await session.commit()
+            if not retry_after:
+                session.add(LoginFailure(account=account, client_ip=client_ip, failed_at=now))
+                await session.commit()
+            return retry_after
 
     async def forget(self, account: str, client_ip: str) -> None:
         async with self._sessionmaker() as session:
@@ -143,18 +163,123 @@ class DatabaseLoginLimiter(LoginLimiter):
             )
             await session.commit()
 
+    @asynccontextmanager
+    async def _locked(self, keys: Iterable[str], now: datetime) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction holds the lock row of every key: one UPDATE each, in key
+        order, so two attempts sharing keys never wait for each other in a circle. A missing
+        row (a new key, or one pruned meanwhile) is created outside the transaction, then the
+        locks are taken again."""
+        ordered = sorted({key[:RATE_LIMIT_KEY_LENGTH] for key in keys})
+        async with self._sessionmaker() as session:
+            for _attempt in range(3):
+                missing = []
+                for key in ordered:
+                    locked = await session.execute(
+                        update(RateLimitLock)
+                        .where(RateLimitLock.key == key)
+                        .values(locked_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
+                    if cast(CursorResult[Any], locked).rowcount != 1:
+                        missing.append(key)
+                if not missing:
+                    yield session
+                    return
+                await session.rollback()
+                for key in missing:
+                    try:
+                        await session.execute(insert(RateLimitLock).values(key=key, locked_at=now))
+                        await session.commit()
+                    except IntegrityError:  # another attempt created it first
+                        await session.rollback()
+        raise RuntimeError(f"rate-limit lock rows for {ordered} keep disappearing")
+
+    async def _prune(self, now: datetime) -> None:
+        """Clear rows that no window counts any more, at most once per PRUNE_INTERVAL. Each
+        table in its own transaction (an InnoDB range delete and an insert in one transaction
+        deadlock against a concurrent attempt doing the same), and lock rows one at a time, so
+        the prune never holds one lock while waiting for another."""
+        if (
+            self._pruned_at is not None
+            and self._pruned_at <= now < self._pruned_at + PRUNE_INTERVAL
+        ):
+            return
+        self._pruned_at = now
+        horizon = now - self.window
+        async with self._sessionmaker() as session:
+            await session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= horizon))
+            await session.commit()
+            stale = (
+                await session.scalars(
+                    select(RateLimitLock.key)
+                    .where(RateLimitLock.locked_at <= horizon)
+                    .limit(PRUNE_BATCH)
+                )
+            ).all()
+            await session.commit()
+            for key in stale:
+                await session.execute(
+                    delete(RateLimitLock).where(
+                        RateLimitLock.key == key, RateLimitLock.locked_at <= horizon
+                    )
+                )
+                await session.commit()
+
+
+# Count an attempt against every key unless one of them is at its limit, in one step.
+# KEYS: the keys. ARGV: now, a member unique to this attempt, then for each key its horizon
+# (members scored at or before it have left the window), its limit (0: record only) and its
+# time to live in seconds. Returns {} when counted, else (key index, oldest score) for each key
+# at its limit.
+_HIT_SCRIPT = """
+local now, member = ARGV[1], ARGV[2]
+local refused = {}
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[3 * i])
+  local limit = tonumber(ARGV[3 * i + 1])
+  if limit > 0 and redis.call('ZCARD', key) >= limit then
+    table.insert(refused, i)
+    table.insert(refused, redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+  end
+end
+if #refused > 0 then
+  return refused
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, now, member)
+  redis.call('EXPIRE', key, ARGV[3 * i + 2])
+end
+return {}
+"""
+
+# Forget the failures of one (account, IP) pair. KEYS: the account's set, the IP's set, and the
+# pair's, which names the members to remove from the other two.
+_FORGET_SCRIPT = """
+local members = redis.call('ZRANGE', KEYS[3], 0, -1)
+for first = 1, #members, 1000 do
+  local last = math.min(first + 999, #members)
+  redis.call('ZREM', KEYS[1], unpack(members, first, last))
+  redis.call('ZREM', KEYS[2], unpack(members, first, last))
+end
+redis.call('DEL', KEYS[3])
+return #members
+"""
+
 
 class RedisLoginLimiter(LoginLimiter):
-    """Failures as members of sorted sets scored by time, so every API process shares them: one
-    set per account, one per IP, and one per (account, IP) pair that remembers which members to
-    forget after a success. Each operation is one round trip (a pipeline)."""
+    """Counters as sorted sets scored by time, shared by every API process: for logins one set
+    per account, one per IP, and one per (account, IP) pair that remembers which members to
+    forget after a success. Each operation is one Lua script, so counting and recording are
+    one atomic step."""
 
     def __init__(self, redis: Redis, prefix: str, max_failures: int, window: timedelta) -> None:
         super().__init__(max_failures, window)
         self._redis = redis
         self._prefix = prefix
+        self._hit = redis.register_script(_HIT_SCRIPT)
+        self._forget = redis.register_script(_FORGET_SCRIPT)
 
-    def _keys(self, account: str, client_ip: str) -> tuple[str, str, str]:
+    def _login_keys(self, account: str, client_ip: str) -> tuple[str, str, str]:
         base = f"{self._prefix}login-failures:"
         return (
             f"{base}account:{account}",
@@ -162,50 +287,42 @@ class RedisLoginLimiter(LoginLimiter):
             f"{base}pair:{client_ip}:{account}",
         )
 
-    async def check(self, account: str, client_ip: str, now: datetime) -> LoginWindow:
-        keys = self._keys(account, client_ip)
-        horizon = (now - self.window).timestamp()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.zremrangebyscore(key, "-inf", horizon)
-            for key in keys:
-                pipe.zcard(key)
-            for key in keys[:2]:
-                pipe.zrange(key, 0, 0, withscores=True)
-            results = await pipe.execute()
-        account_failures, ip_failures, own = results[3:6]
-        account_oldest, ip_oldest = (
-            datetime.fromtimestamp(oldest[0][1], now.tzinfo) if oldest else None
-            for oldest in results[6:8]
-        )
-        return LoginWindow(
-            retry_after=self._retry_after(
-                now, (account_failures, account_oldest), (ip_failures, ip_oldest)
-            ),
-            own_failures=own,
-        )
+    async def _count(self, now: datetime, limits: Sequence[tuple[str, int, timedelta]]) -> int:
+        """Run the hit script over (key, limit, window) triples; a limit of 0 only records."""
+        arguments: list[str | float | int] = [now.timestamp(), uuid.uuid4().hex]
+        for _key, limit, window in limits:
+            arguments += [
+                (now - window).timestamp(),
+                limit,
+                math.ceil(window.total_seconds()),
+            ]
+        refused = await self._hit(keys=[key for key, _, _ in limits], args=arguments)
+        counts = []
+        for index, oldest in zip(refused[::2], refused[1::2], strict=True):
+            _key, limit, window = limits[int(index) - 1]
+            counts.append(_Count(limit, _from_score(oldest, now), limit, window))  # at its limit
+        return _retry_after(now, counts)
 
-    async def record_failure(self, account: str, client_ip: str, now: datetime) -> None:
-        member = uuid.uuid4().hex
-        ttl = math.ceil(self.window.total_seconds())
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for key in self._keys(account, client_ip):
-                pipe.zadd(key, {member: now.timestamp()})
-                pipe.expire(key, ttl)
-            await pipe.execute()
+    async def reserve(self, account: str, client_ip: str, now: datetime) -> int:
+        account_key, ip_key, pair_key = self._login_keys(account, client_ip)
+        return await self._count(
+            now,
+            [
+                (account_key, self.max_failures, self.window),
+                (ip_key, self.max_failures, self.window),
+                (pair_key, 0, self.window),
+            ],
+        )
 
     async def forget(self, account: str, client_ip: str) -> None:
-        account_key, ip_key, pair_key = self._keys(account, client_ip)
-        members = await self._redis.zrange(pair_key, 0, -1)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            if members:
-                pipe.zrem(account_key, *members)
-                pipe.zrem(ip_key, *members)
-            pipe.delete(pair_key)
-            await pipe.execute()
+        await self._forget(keys=list(self._login_keys(account, client_ip)))
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _from_score(score: bytes | str, now: datetime) -> datetime:
+    return datetime.fromtimestamp(float(score), now.tzinfo)
 
 
 def create_login_limiter(
