@@ -1,7 +1,7 @@
 """Every domain's tables, imported in one place so Alembic and the tests see the whole schema."""
 
 from storeroom.auth.api_keys.models import ApiKey
-from storeroom.auth.models import LoginFailure, RateLimitLock, RefreshToken
+from storeroom.auth.models import LoginFailure, RateLimitLock, RefreshToken, RequestHit
 from storeroom.core.db import Base
 from storeroom.files.models import StoredFile
 from storeroom.items.models import Item, ItemCount, ItemTag
@@ -16,6 +16,7 @@ __all__ = [
     "LoginFailure",
     "RateLimitLock",
     "RefreshToken",
+    "RequestHit",
     "StoredFile",
     "User",
 ]

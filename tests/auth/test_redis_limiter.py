@@ -144,3 +144,25 @@ def test_an_accented_variant_of_a_locked_address_does_not_reach_the_account_in_r
     for variant in ("càrol@example.com", "cárol@example.com", "carôl@example.com"):
         assert login_status(elsewhere, variant) == 401
     assert login_status(redis_client, "carol@example.com") == 429
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+def test_registrations_are_limited_per_address_in_redis(
+    settings: Settings, redis_prefix: str
+) -> None:
+    limited = settings.model_copy(
+        update={
+            "redis_url": REDIS_URL,
+            "redis_key_prefix": redis_prefix,
+            "registration_max_per_ip": 2,
+        }
+    )
+    with TestClient(create_app(limited)) as first, TestClient(create_app(limited)) as second:
+        register(first, "alice@example.com")
+        register(second, "bob@example.com")
+        refused = first.post(
+            "/api/v1/users", json={"email": "carol@example.com", "password": PASSWORD}
+        )
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "too_many_requests"
+        assert int(refused.headers["retry-after"]) > 0

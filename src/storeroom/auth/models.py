@@ -1,5 +1,5 @@
-"""Auth: refresh tokens (stored hashed, in families), the failed-login log and the locks of the
-database rate limiter."""
+"""Auth: refresh tokens (stored hashed, in families), the failed-login log, and the request log
+and locks of the database rate limiter."""
 
 from datetime import datetime
 
@@ -48,6 +48,18 @@ class LoginFailure(Base):
 
 
 RATE_LIMIT_KEY_LENGTH = 300
+
+
+class RequestHit(Base):
+    """One request counted against a rate limit (the database limiter): a request limited on
+    several keys (the caller's address, the email it names) leaves one row per key."""
+
+    __tablename__ = "request_hits"
+    __table_args__ = (Index("ix_request_hits_key_hit_at", "key", "hit_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(exact_string(RATE_LIMIT_KEY_LENGTH))
+    hit_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class RateLimitLock(Base):

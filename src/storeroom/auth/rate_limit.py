@@ -1,14 +1,19 @@
-"""Auth: failed-login limits per account and per client IP, kept in the database or in Redis.
+"""Auth: rate limits, kept in the database or in Redis: failed logins per account and per client
+IP, and requests per caller to the endpoints that create accounts or send email.
 
-A sliding window: an account (or an IP) with `max_failures` failures in the last `window` is
-refused, even with the right password, until its oldest failure leaves the window. An attempt
-is counted *before* its password is checked, in one atomic step that refuses it instead when a
-limit is reached, so a burst of simultaneous guesses cannot carry more than `max_failures` of
-them to the check. Refused attempts are not counted, so a blocked caller cannot extend its own
-block forever. A successful login forgets the failures of that account from that IP, its own
-attempt among them: someone else's failures against the account, from another address, stay
-counted. The account is the matched one (`user_key`), or the normalised address for an unknown
-one (`address_key`), never the string as typed.
+Failed logins: a sliding window. An account (or an IP) with `max_failures` failures in the
+last `window` is refused, even with the right password, until its oldest failure leaves the
+window. An attempt is counted *before* its password is checked, in one atomic step that refuses
+it instead when a limit is reached, so a burst of simultaneous guesses cannot carry more than
+`max_failures` of them to the check. Refused attempts are not counted, so a blocked caller
+cannot extend its own block forever. A successful login forgets the failures of that account
+from that IP, its own attempt among them: someone else's failures against the account, from
+another address, stay counted. The account is the matched one (`user_key`), or the normalised
+address for an unknown one (`address_key`), never the string as typed.
+
+Requests: `RequestLimit`s, each at most so many requests per window for one key (the caller's
+address, the address a recovery email goes to); a request is counted against all of its limits
+at once or, when one is reached, refused and not counted.
 """
 
 import math
@@ -21,12 +26,17 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from sqlalchemy import CursorResult, case, delete, func, insert, or_, select, update
+from sqlalchemy import CursorResult, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storeroom.auth.exceptions import LoginThrottled
-from storeroom.auth.models import RATE_LIMIT_KEY_LENGTH, LoginFailure, RateLimitLock
+from storeroom.auth.exceptions import LoginThrottled, RequestsThrottled
+from storeroom.auth.models import (
+    RATE_LIMIT_KEY_LENGTH,
+    LoginFailure,
+    RateLimitLock,
+    RequestHit,
+)
 from storeroom.core import security
 from storeroom.core.config import Settings
 from storeroom.core.db import UTCDateTime
@@ -52,6 +62,15 @@ def address_key(email: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestLimit:
+    """At most `max_requests` requests per `window` for `key` (e.g. `registration-ip:<ip>`)."""
+
+    key: str
+    max_requests: int
+    window: timedelta
+
+
+@dataclass(frozen=True, slots=True)
 class _Count:
     """What a key holds in its window: how many, the oldest, and the limit it is held to."""
 
@@ -72,8 +91,8 @@ def _retry_after(now: datetime, counts: Iterable[_Count]) -> int:
 
 
 class LoginLimiter(ABC):
-    """The failed-login limits of one process. One implementation per back end, chosen at
-    startup (`create_login_limiter`)."""
+    """The rate limits of one process: failed logins, and requests per caller. One
+    implementation per back end, chosen at startup (`create_login_limiter`)."""
 
     def __init__(self, max_failures: int, window: timedelta) -> None:
         self.max_failures = max_failures
@@ -88,6 +107,11 @@ class LoginLimiter(ABC):
     @abstractmethod
     async def forget(self, account: str, client_ip: str) -> None:
         """Drop the failures of this account from this IP (after it logged in from there)."""
+
+    @abstractmethod
+    async def hit(self, limits: Sequence[RequestLimit], now: datetime) -> int:
+        """Count a request against every limit, unless one is reached: then nothing is
+        counted and the answer is the seconds until it is allowed (0 when it was counted)."""
 
     async def close(self) -> None:
         return None
@@ -107,11 +131,17 @@ class LoginLimiter(ABC):
             await self.forget(account, client_ip)
         return result
 
+    async def limit_requests(self, limits: Sequence[RequestLimit], now: datetime) -> None:
+        """Count this request, or refuse it with 429 and Retry-After."""
+        retry_after = await self.hit(limits, now)
+        if retry_after:
+            raise RequestsThrottled(retry_after=retry_after)
+
 
 class DatabaseLoginLimiter(LoginLimiter):
-    """Failures as rows of `login_failures`, each attempt in its own short transaction: the
-    login that failed rolls its request back, the failure must stay, and the request's own
-    connection must not be held while this one is taken. An attempt locks one
+    """Counters as rows (`login_failures`, `request_hits`), each attempt in its own short
+    transaction: the login that failed rolls its request back, the failure must stay, and the
+    request's own connection must not be held while this one is taken. An attempt locks one
     `rate_limit_locks` row per key (an UPDATE, in key order: on SQLite the write lock) before it
     counts and records, so attempts on one key are counted one at a time."""
 
@@ -120,9 +150,13 @@ class DatabaseLoginLimiter(LoginLimiter):
         sessionmaker: async_sessionmaker[AsyncSession],
         max_failures: int,
         window: timedelta,
+        *,
+        retention: timedelta | None = None,
     ) -> None:
         super().__init__(max_failures, window)
         self._sessionmaker = sessionmaker
+        # Rows older than this count for no limit: the longest window of any limit.
+        self._retention = max(window, retention or window)
         self._pruned_at: datetime | None = None
 
     async def reserve(self, account: str, client_ip: str, now: datetime) -> int:
@@ -162,6 +196,36 @@ class DatabaseLoginLimiter(LoginLimiter):
                 )
             )
             await session.commit()
+
+    async def hit(self, limits: Sequence[RequestLimit], now: datetime) -> int:
+        await self._prune(now)
+        query = (
+            select(RequestHit.key, func.count(), func.min(RequestHit.hit_at, type_=UTCDateTime()))
+            .where(
+                or_(
+                    *(
+                        and_(RequestHit.key == limit.key, RequestHit.hit_at > now - limit.window)
+                        for limit in limits
+                    )
+                )
+            )
+            .group_by(RequestHit.key)
+        )
+        async with self._locked([limit.key for limit in limits], now) as session:
+            counted: dict[str, tuple[int, datetime | None]] = {
+                key: (count, oldest) for key, count, oldest in await session.execute(query)
+            }
+            retry_after = _retry_after(
+                now,
+                (
+                    _Count(*counted.get(limit.key, (0, None)), limit.max_requests, limit.window)
+                    for limit in limits
+                ),
+            )
+            if not retry_after:
+                session.add_all(RequestHit(key=limit.key, hit_at=now) for limit in limits)
+                await session.commit()
+            return retry_after
 
     @asynccontextmanager
     async def _locked(self, keys: Iterable[str], now: datetime) -> AsyncIterator[AsyncSession]:
@@ -205,9 +269,11 @@ class DatabaseLoginLimiter(LoginLimiter):
         ):
             return
         self._pruned_at = now
-        horizon = now - self.window
+        horizon = now - self._retention
         async with self._sessionmaker() as session:
             await session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= horizon))
+            await session.commit()
+            await session.execute(delete(RequestHit).where(RequestHit.hit_at <= horizon))
             await session.commit()
             stale = (
                 await session.scalars(
@@ -269,8 +335,8 @@ return #members
 class RedisLoginLimiter(LoginLimiter):
     """Counters as sorted sets scored by time, shared by every API process: for logins one set
     per account, one per IP, and one per (account, IP) pair that remembers which members to
-    forget after a success. Each operation is one Lua script, so counting and recording are
-    one atomic step."""
+    forget after a success; for requests one set per key. Each operation is one Lua script,
+    so counting and recording are one atomic step."""
 
     def __init__(self, redis: Redis, prefix: str, max_failures: int, window: timedelta) -> None:
         super().__init__(max_failures, window)
@@ -317,6 +383,15 @@ class RedisLoginLimiter(LoginLimiter):
     async def forget(self, account: str, client_ip: str) -> None:
         await self._forget(keys=list(self._login_keys(account, client_ip)))
 
+    async def hit(self, limits: Sequence[RequestLimit], now: datetime) -> int:
+        return await self._count(
+            now,
+            [
+                (f"{self._prefix}requests:{limit.key}", limit.max_requests, limit.window)
+                for limit in limits
+            ],
+        )
+
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -336,4 +411,13 @@ def create_login_limiter(
             settings.login_max_failures,
             window,
         )
-    return DatabaseLoginLimiter(sessionmaker, settings.login_max_failures, window)
+    return DatabaseLoginLimiter(
+        sessionmaker,
+        settings.login_max_failures,
+        window,
+        retention=timedelta(
+            seconds=max(
+                settings.registration_window_seconds, settings.password_recovery_window_seconds
+            )
+        ),
+    )

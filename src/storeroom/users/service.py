@@ -1,7 +1,7 @@
 """Users: account logic. Takes the session explicitly; raises domain errors."""
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
@@ -9,7 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from storeroom.auth.rate_limit import LoginLimiter, user_key
+from storeroom.auth.rate_limit import LoginLimiter, RequestLimit, user_key
+from storeroom.core.config import Settings
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import hash_password
 from storeroom.users.exceptions import (
@@ -71,6 +72,24 @@ async def _flush_unique_email(session: AsyncSession) -> None:
     except IntegrityError as exc:  # lost a race with another registration
         await session.rollback()
         raise EmailTaken() from exc
+
+
+async def register(
+    session: AsyncSession,
+    limiter: LoginLimiter,
+    data: UserCreate,
+    settings: Settings,
+    *,
+    client_ip: str,
+    now: datetime,
+) -> User:
+    """A new account, within the registrations allowed from the caller's address."""
+    window = timedelta(seconds=settings.registration_window_seconds)
+    await limiter.limit_requests(
+        [RequestLimit(f"registration-ip:{client_ip}", settings.registration_max_per_ip, window)],
+        now,
+    )
+    return await create(session, data)
 
 
 async def create(session: AsyncSession, data: UserCreate, *, is_superuser: bool = False) -> User:

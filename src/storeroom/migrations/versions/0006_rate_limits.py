@@ -5,7 +5,8 @@ Revises: 0005_token_keys
 Create Date: 2026-12-09
 
 `rate_limit_locks` holds one row per rate-limit key, locked while an attempt is counted, so a
-burst of attempts cannot all pass the count before any of them is recorded.
+burst of attempts cannot all pass the count before any of them is recorded; `request_hits`
+counts requests to the endpoints limited per caller (registration, password recovery).
 
 MariaDB's default collations compare "càrol@example.com" equal to "carol@example.com", so the
 one logged into the other and the unique index kept them from being two accounts. `users.email`
@@ -47,6 +48,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_limit_locks")),
     )
     op.create_index(op.f("ix_rate_limit_locks_locked_at"), "rate_limit_locks", ["locked_at"])
+    op.create_table(
+        "request_hits",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("key", _exact(KEY_LENGTH), nullable=False),
+        sa.Column("hit_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_request_hits")),
+    )
+    op.create_index("ix_request_hits_key_hit_at", "request_hits", ["key", "hit_at"])
+    op.create_index(op.f("ix_request_hits_hit_at"), "request_hits", ["hit_at"])
     if op.get_bind().dialect.name == "mysql":
         for table, column, length in EMAIL_COLUMNS:
             op.alter_column(
@@ -68,4 +78,5 @@ def downgrade() -> None:
                 type_=sa.String(length),  # back to the table's default collation
                 existing_nullable=False,
             )
+    op.drop_table("request_hits")
     op.drop_table("rate_limit_locks")
