@@ -16,16 +16,21 @@ address, the address a recovery email goes to); a request is counted against all
 at once or, when one is reached, refused and not counted.
 """
 
+import logging
 import math
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from sqlalchemy import CursorResult, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,10 +48,18 @@ from storeroom.core.db import UTCDateTime
 from storeroom.core.security import PasswordCheck
 from storeroom.users.schemas import normalize_email
 
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
 MAX_ACCOUNT_KEY_LENGTH = 254  # login_failures.account
 # Expired rows are cleared at most this often (by the limiter's clock), not on every attempt.
 PRUNE_INTERVAL = timedelta(seconds=60)
 PRUNE_BATCH = 1000
+# A Redis that does not answer must not hold a login for long: after a failure the database
+# counts alone for this long before Redis is tried again (/readyz tries it on every probe).
+REDIS_TIMEOUT_SECONDS = 2.0
+REDIS_RETRY_SECONDS = 5.0
 
 
 def user_key(user_id: int) -> str:
@@ -112,6 +125,10 @@ class LoginLimiter(ABC):
     async def hit(self, limits: Sequence[RequestLimit], now: datetime) -> int:
         """Count a request against every limit, unless one is reached: then nothing is
         counted and the answer is the seconds until it is allowed (0 when it was counted)."""
+
+    @abstractmethod
+    async def status(self) -> str:
+        """Where the counters are kept, as /readyz reports it."""
 
     async def close(self) -> None:
         return None
@@ -226,6 +243,9 @@ class DatabaseLoginLimiter(LoginLimiter):
                 session.add_all(RequestHit(key=limit.key, hit_at=now) for limit in limits)
                 await session.commit()
             return retry_after
+
+    async def status(self) -> str:
+        return "database"
 
     @asynccontextmanager
     async def _locked(self, keys: Iterable[str], now: datetime) -> AsyncIterator[AsyncSession]:
@@ -392,6 +412,10 @@ class RedisLoginLimiter(LoginLimiter):
             ],
         )
 
+    async def status(self) -> str:
+        await self._redis.ping()
+        return "redis"
+
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -400,18 +424,70 @@ def _from_score(score: bytes | str, now: datetime) -> datetime:
     return datetime.fromtimestamp(float(score), now.tzinfo)
 
 
+class FailoverLoginLimiter(LoginLimiter):
+    """Redis, and the database while Redis cannot be reached: logins and limited requests keep
+    working on the database's counters (which hold only what was counted there), a warning
+    says so once, /readyz shows it, and Redis is used again as soon as it answers."""
+
+    def __init__(
+        self,
+        redis_limiter: RedisLoginLimiter,
+        database_limiter: DatabaseLoginLimiter,
+        *,
+        retry_seconds: float = REDIS_RETRY_SECONDS,
+    ) -> None:
+        super().__init__(redis_limiter.max_failures, redis_limiter.window)
+        self._redis = redis_limiter
+        self._database = database_limiter
+        self._retry_seconds = retry_seconds
+        self._down = False
+        self._retry_at = 0.0
+
+    async def _use(
+        self, operation: Callable[[LoginLimiter], Awaitable[T]], *, probe: bool = False
+    ) -> T:
+        if probe or not self._down or time.monotonic() >= self._retry_at:
+            try:
+                result = await operation(self._redis)
+            except RedisError as exc:
+                if not self._down:
+                    logger.warning(
+                        "Redis is unreachable (%s): rate limits are counted in the database "
+                        "until it answers again",
+                        exc,
+                    )
+                self._down = True
+                self._retry_at = time.monotonic() + self._retry_seconds
+            else:
+                if self._down:
+                    logger.warning("Redis answers again: rate limits are counted there again")
+                self._down = False
+                return result
+        return await operation(self._database)
+
+    async def reserve(self, account: str, client_ip: str, now: datetime) -> int:
+        return await self._use(lambda limiter: limiter.reserve(account, client_ip, now))
+
+    async def forget(self, account: str, client_ip: str) -> None:
+        await self._use(lambda limiter: limiter.forget(account, client_ip))
+
+    async def hit(self, limits: Sequence[RequestLimit], now: datetime) -> int:
+        return await self._use(lambda limiter: limiter.hit(limits, now))
+
+    async def status(self) -> str:
+        backend = await self._use(lambda limiter: limiter.status(), probe=True)
+        return backend if backend == "redis" else "database (redis unreachable)"
+
+    async def close(self) -> None:
+        await self._redis.close()
+        await self._database.close()
+
+
 def create_login_limiter(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> LoginLimiter:
     window = timedelta(seconds=settings.login_failure_window_seconds)
-    if settings.redis_url:
-        return RedisLoginLimiter(
-            Redis.from_url(settings.redis_url),
-            settings.redis_key_prefix,
-            settings.login_max_failures,
-            window,
-        )
-    return DatabaseLoginLimiter(
+    database = DatabaseLoginLimiter(
         sessionmaker,
         settings.login_max_failures,
         window,
@@ -420,4 +496,16 @@ def create_login_limiter(
                 settings.registration_window_seconds, settings.password_recovery_window_seconds
             )
         ),
+    )
+    if not settings.redis_url:
+        return database
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 1),  # once, on a fresh connection (say, after a restart)
+    )
+    return FailoverLoginLimiter(
+        RedisLoginLimiter(redis, settings.redis_key_prefix, settings.login_max_failures, window),
+        database,
     )
