@@ -11,6 +11,7 @@ BENCHMARKS = [
     "files",
     "http_protocol",
     "database_liveness",
+    "login_storm",
 ]
 
 

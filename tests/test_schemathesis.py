@@ -64,6 +64,10 @@ def _serve(database_url: str, data_dir: Path) -> Iterator[str]:
             data_dir=data_dir,
             secret_key=TEST_SECRET_KEY,
             login_max_failures=1_000_000,
+            # Likewise registrations and recoveries, limited per client address.
+            registration_max_per_ip=1_000_000,
+            password_recovery_max_per_ip=1_000_000,
+            password_recovery_max_per_email=1_000_000,
         )
     )
     port = _free_port()

@@ -1,7 +1,7 @@
 """Every domain's tables, imported in one place so Alembic and the tests see the whole schema."""
 
 from storeroom.auth.api_keys.models import ApiKey
-from storeroom.auth.models import LoginFailure, RefreshToken
+from storeroom.auth.models import LoginFailure, RateLimitLock, RefreshToken, RequestHit
 from storeroom.core.db import Base
 from storeroom.files.models import StoredFile
 from storeroom.idempotency.models import IdempotencyKey
@@ -16,7 +16,9 @@ __all__ = [
     "ItemCount",
     "ItemTag",
     "LoginFailure",
+    "RateLimitLock",
     "RefreshToken",
+    "RequestHit",
     "StoredFile",
     "User",
 ]

@@ -30,6 +30,24 @@ def test_login_email_is_case_insensitive(client: TestClient) -> None:
     login(client, "ALICE@Example.com")
 
 
+def test_an_address_differing_by_an_accent_is_another_account(client: TestClient) -> None:
+    carol = register(client, "carol@example.com")
+    wrong_account = client.post(
+        "/api/v1/auth/token", data=_token_form("càrol@example.com", PASSWORD)
+    )
+    assert wrong_account.status_code == 401
+    other = register(client, "càrol@example.com", "another-long-password")
+    assert other["id"] != carol["id"]
+    me = client.get(
+        "/api/v1/users/me", headers=login(client, "càrol@example.com", "another-long-password")
+    )
+    assert me.json()["email"] == "càrol@example.com"
+    assert (
+        client.get("/api/v1/users/me", headers=login(client, "carol@example.com")).json()["id"]
+        == carol["id"]
+    )
+
+
 def test_wrong_password_unknown_email_and_inactive_user_look_the_same(
     client: TestClient, admin: dict[str, str]
 ) -> None:

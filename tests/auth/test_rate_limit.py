@@ -1,6 +1,9 @@
 """Failed-login limits over HTTP (database-backed): per account, per client IP, with
-Retry-After, lifted when the window has passed."""
+Retry-After, lifted when the window has passed, exact under concurrency."""
 
+import asyncio
+
+import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pwdlib.hashers.bcrypt import BcryptHasher
@@ -101,3 +104,59 @@ def test_a_login_after_a_failure_still_upgrades_an_old_bcrypt_hash(client: TestC
     failed_login(client, "alice@example.com")
     assert login_status(client, "alice@example.com") == 200
     assert run_in_app(client, stored_hash).startswith("$argon2")
+
+
+def concurrent_wrong_logins(
+    client: TestClient, email: str, count: int, host: str = "192.0.2.10"
+) -> list[httpx.Response]:
+    """`count` wrong logins sent at once, from `host`, to the running app."""
+
+    async def send_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(
+            app=client.app, raise_app_exceptions=False, client=(host, 50000)
+        )
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as burst:
+            form = {"username": email, "password": "wrong-password"}
+            return list(
+                await asyncio.gather(
+                    *(burst.post("/api/v1/auth/token", data=form) for _ in range(count))
+                )
+            )
+
+    return run_in_app(client, send_all)
+
+
+def test_a_burst_of_guesses_lets_no_more_than_the_limit_reach_the_password_check(
+    client: TestClient,
+) -> None:
+    register(client, "alice@example.com")
+    responses = concurrent_wrong_logins(client, "alice@example.com", 50)
+    statuses = [response.status_code for response in responses]
+    assert statuses.count(401) == MAX_FAILURES, statuses
+    assert statuses.count(429) == 50 - MAX_FAILURES, statuses
+    assert all(
+        int(response.headers["retry-after"]) > 0
+        for response in responses
+        if response.status_code == 429
+    )
+    assert login_status(client, "alice@example.com") == 429
+
+
+def test_failures_count_against_the_account_however_its_address_is_typed(
+    client: TestClient,
+) -> None:
+    register(client, "carol@example.com")
+    for typed in (" Carol@Example.com", "CAROL@EXAMPLE.COM", "carol@example.com "):
+        assert failed_login(client, typed) == 401
+    assert login_status(client, "carol@example.com") == 429
+
+
+def test_an_accented_variant_of_a_locked_address_does_not_reach_the_account(
+    client: TestClient,
+) -> None:
+    register(client, "carol@example.com")
+    for _ in range(MAX_FAILURES):
+        failed_login(client, "carol@example.com")
+    for variant in ("càrol@example.com", "cárol@example.com", "carôl@example.com"):
+        assert login_status(client_from(client, "198.51.100.7"), variant) == 401
+    assert login_status(client, "carol@example.com") == 429

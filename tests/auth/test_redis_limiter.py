@@ -16,7 +16,8 @@ from storeroom.auth.rate_limit import RedisLoginLimiter
 from storeroom.core.config import Settings
 from storeroom.main import create_app
 from tests.auth.conftest import MAX_FAILURES, failed_login
-from tests.conftest import PASSWORD, SERVICES_MODE, register
+from tests.auth.test_rate_limit import concurrent_wrong_logins, login_status
+from tests.conftest import PASSWORD, SERVICES_MODE, client_from, register
 
 REDIS_URL = os.environ.get("STOREROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WINDOW = timedelta(minutes=5)
@@ -63,35 +64,23 @@ def with_limiter(prefix: str, test: Callable[[RedisLoginLimiter], Awaitable[None
 
 def test_redis_limiter_blocks_at_the_limit_with_retry_after(redis_prefix: str) -> None:
     async def test(limiter: RedisLoginLimiter) -> None:
-        for _ in range(MAX_FAILURES - 1):
-            await limiter.record_failure("alice@example.com", "192.0.2.1", START)
-        assert (await limiter.check("alice@example.com", "192.0.2.1", START)).retry_after == 0
-        await limiter.record_failure("alice@example.com", "192.0.2.1", START)
+        for _ in range(MAX_FAILURES):
+            assert await limiter.reserve("user:1", "192.0.2.1", START) == 0
         later = START + timedelta(seconds=30)
-        window = await limiter.check("alice@example.com", "192.0.2.1", later)
-        assert window.retry_after == 270
-        assert window.own_failures == MAX_FAILURES
-        other_ip = await limiter.check("alice@example.com", "192.0.2.99", later)
-        assert other_ip.retry_after == 270 and other_ip.own_failures == 0
-        other_account = await limiter.check("bob@example.com", "192.0.2.1", later)
-        assert other_account.retry_after == 270
+        assert await limiter.reserve("user:1", "192.0.2.1", later) == 270
+        assert await limiter.reserve("user:1", "192.0.2.99", later) == 270
+        assert await limiter.reserve("user:2", "192.0.2.1", later) == 270
 
     with_limiter(redis_prefix, test)
 
 
 def test_redis_limiter_lets_failures_slide_out_of_the_window(redis_prefix: str) -> None:
     async def test(limiter: RedisLoginLimiter) -> None:
-        await limiter.record_failure("alice@example.com", "192.0.2.1", START)
+        await limiter.reserve("user:1", "192.0.2.1", START)
         for _ in range(MAX_FAILURES - 1):
-            await limiter.record_failure(
-                "alice@example.com", "192.0.2.1", START + timedelta(minutes=1)
-            )
-        blocked = await limiter.check(
-            "alice@example.com", "192.0.2.1", START + timedelta(minutes=2)
-        )
-        assert blocked.retry_after == 180
-        allowed = await limiter.check("alice@example.com", "192.0.2.1", START + WINDOW)
-        assert allowed.retry_after == 0 and allowed.own_failures == MAX_FAILURES - 1
+            await limiter.reserve("user:1", "192.0.2.1", START + timedelta(minutes=1))
+        assert await limiter.reserve("user:1", "192.0.2.1", START + timedelta(minutes=2)) == 180
+        assert await limiter.reserve("user:1", "192.0.2.1", START + WINDOW) == 0
 
     with_limiter(redis_prefix, test)
 
@@ -99,12 +88,11 @@ def test_redis_limiter_lets_failures_slide_out_of_the_window(redis_prefix: str) 
 def test_redis_limiter_forgets_only_that_addresses_failures(redis_prefix: str) -> None:
     async def test(limiter: RedisLoginLimiter) -> None:
         for _ in range(MAX_FAILURES - 1):
-            await limiter.record_failure("alice@example.com", "203.0.113.66", START)
-        await limiter.record_failure("alice@example.com", "192.0.2.1", START)
-        await limiter.forget("alice@example.com", "192.0.2.1")
-        assert (await limiter.check("alice@example.com", "192.0.2.1", START)).own_failures == 0
-        await limiter.record_failure("alice@example.com", "203.0.113.66", START)
-        assert (await limiter.check("alice@example.com", "192.0.2.1", START)).retry_after > 0
+            await limiter.reserve("user:1", "203.0.113.66", START)
+        await limiter.reserve("user:1", "192.0.2.1", START)
+        await limiter.forget("user:1", "192.0.2.1")
+        assert await limiter.reserve("user:1", "192.0.2.1", START) == 0
+        assert await limiter.reserve("user:1", "192.0.2.1", START) > 0
 
     with_limiter(redis_prefix, test)
 
@@ -121,3 +109,60 @@ def test_api_processes_share_the_redis_counter(settings: Settings, redis_prefix:
         )
         assert response.status_code == 429
         assert int(response.headers["retry-after"]) > 0
+
+
+@pytest.fixture
+def redis_client(settings: Settings, redis_prefix: str) -> Iterator[TestClient]:
+    """The app with its rate limits in Redis."""
+    with_redis = settings.model_copy(
+        update={"redis_url": REDIS_URL, "redis_key_prefix": redis_prefix}
+    )
+    with TestClient(create_app(with_redis), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+def test_a_burst_of_guesses_lets_no_more_than_the_limit_through_redis(
+    redis_client: TestClient,
+) -> None:
+    register(redis_client, "alice@example.com")
+    statuses = [
+        response.status_code
+        for response in concurrent_wrong_logins(redis_client, "alice@example.com", 50)
+    ]
+    assert statuses.count(401) == MAX_FAILURES, statuses
+    assert statuses.count(429) == 50 - MAX_FAILURES, statuses
+
+
+def test_an_accented_variant_of_a_locked_address_does_not_reach_the_account_in_redis(
+    redis_client: TestClient,
+) -> None:
+    register(redis_client, "carol@example.com")
+    for _ in range(MAX_FAILURES):
+        failed_login(redis_client, "carol@example.com")
+    elsewhere = client_from(redis_client, "198.51.100.7")
+    for variant in ("càrol@example.com", "cárol@example.com", "carôl@example.com"):
+        assert login_status(elsewhere, variant) == 401
+    assert login_status(redis_client, "carol@example.com") == 429
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
+def test_registrations_are_limited_per_address_in_redis(
+    settings: Settings, redis_prefix: str
+) -> None:
+    limited = settings.model_copy(
+        update={
+            "redis_url": REDIS_URL,
+            "redis_key_prefix": redis_prefix,
+            "registration_max_per_ip": 2,
+        }
+    )
+    with TestClient(create_app(limited)) as first, TestClient(create_app(limited)) as second:
+        register(first, "alice@example.com")
+        register(second, "bob@example.com")
+        refused = first.post(
+            "/api/v1/users", json={"email": "carol@example.com", "password": PASSWORD}
+        )
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "too_many_requests"
+        assert int(refused.headers["retry-after"]) > 0

@@ -22,7 +22,12 @@ def test_healthz_is_ok(client: TestClient) -> None:
 def test_readyz_is_ready_on_a_migrated_database(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "database": "ok", "migrations": "ok"}
+    assert response.json() == {
+        "status": "ready",
+        "database": "ok",
+        "migrations": "ok",
+        "rate_limits": "database",
+    }
 
 
 def test_root_redirects_to_the_docs(client: TestClient) -> None:

@@ -1,5 +1,6 @@
 """Migrations keep what is in the database: 0005 gives existing accounts a token key and keeps
-their sessions, and on SQLite rebuilds the tables whose ids must never be reused."""
+their sessions, and on SQLite rebuilds the tables whose ids must never be reused; 0006 keeps
+every account and makes emails compare exactly on every database."""
 
 import asyncio
 from pathlib import Path
@@ -125,3 +126,48 @@ def test_0005_keeps_rows_and_sessions_and_stops_id_reuse(empty_database: str) ->
         )
     )
     assert sorted(asyncio.run(_inspect(empty_database))["users"]) == [1, 3]
+
+
+async def _count_users(url: str, email: str) -> int:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.execute(
+                text("SELECT count(*) FROM users WHERE email = :email"), {"email": email}
+            )
+            return int(found.scalar_one())
+    finally:
+        await engine.dispose()
+
+
+def test_0006_keeps_accounts_and_compares_emails_exactly(empty_database: str) -> None:
+    upgrade(empty_database, "0005_token_keys")
+    asyncio.run(
+        _run(
+            empty_database,
+            [
+                "INSERT INTO users (email, hashed_password, is_active, is_superuser, created_at,"
+                " updated_at, token_key) VALUES ('carol@example.com', 'h1', true, false,"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00', 'k1')",
+                "INSERT INTO login_failures (account, client_ip, failed_at) VALUES"
+                " ('carol@example.com', '192.0.2.1', '2026-01-01 00:00:00')",
+            ],
+        )
+    )
+
+    upgrade(empty_database)
+
+    assert asyncio.run(_count_users(empty_database, "carol@example.com")) == 1
+    assert asyncio.run(_count_users(empty_database, "càrol@example.com")) == 0
+    asyncio.run(
+        _run(
+            empty_database,
+            [
+                "INSERT INTO users (email, hashed_password, is_active, is_superuser, created_at,"
+                " updated_at, token_key) VALUES ('càrol@example.com', 'h2', true, false,"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00', 'k2')",
+            ],
+        )
+    )
+    assert asyncio.run(_count_users(empty_database, "càrol@example.com")) == 1
+    assert asyncio.run(_count_users(empty_database, "carol@example.com")) == 1

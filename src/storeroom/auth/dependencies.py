@@ -87,10 +87,13 @@ async def current_credential(
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Credential:
     # The clock, the limiter and the caller's address are looked up only by the credentials
-    # that use them: the Bearer path, the busiest, resolves nothing more than it needs.
+    # that use them: the Bearer path, the busiest, resolves nothing more than it needs. Every
+    # credential is checked through the autocommit reader (and the limiter's own short
+    # transactions), never the request's session, so the request holds no connection while it
+    # waits for a password hash or for the limiter's connection; the user it gives is detached.
     if api_key is not None:
         now = await current_time(request)
-        user, scope = await api_keys_service.authenticate(session, api_key, now=now)
+        user, scope = await api_keys_service.authenticate(reader, api_key, now=now)
         return Credential(user, scope)
     if token:
         return Credential(
@@ -99,6 +102,7 @@ async def current_credential(
     if basic is not None:
         user = await auth_service.login(
             session,
+            reader,
             await get_login_limiter(request),
             basic.username,
             basic.password,

@@ -34,6 +34,11 @@ class LoginThrottled(TooManyRequests):
     code = "login_throttled"
 
 
+class RequestsThrottled(TooManyRequests):
+    detail = "Too many requests; try again later"
+    code = "too_many_requests"
+
+
 class InsufficientScope(PermissionDenied):
     detail = "This API key is read-only"
     code = "insufficient_scope"

@@ -8,7 +8,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from storeroom.auth import service as auth_service
 from storeroom.auth.dependencies import LoginLimiterDep
 from storeroom.auth.schemas import LogoutRequest, RefreshRequest, TokenResponse
-from storeroom.core.db import DbSession
+from storeroom.core.db import DbReader, DbSession
 from storeroom.core.dependencies import AppSettings, ClientIp, NoStore, Now
 from storeroom.core.errors import error_responses
 
@@ -25,6 +25,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 async def login(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: DbSession,
+    reader: DbReader,
     settings: AppSettings,
     limiter: LoginLimiterDep,
     client: ClientIp,
@@ -33,7 +34,7 @@ async def login(
     """`username` is the account's email. Works with the Authorize button on /docs. Too many
     failed logins for the account or from the caller's address answer 429 with Retry-After."""
     user = await auth_service.login(
-        session, limiter, form.username, form.password, client_ip=client, now=now
+        session, reader, limiter, form.username, form.password, client_ip=client, now=now
     )
     return await auth_service.issue_tokens(session, user, settings, now=now)
 

@@ -15,7 +15,7 @@ from storeroom.auth.exceptions import (
     TokenExpired,
 )
 from storeroom.auth.models import RefreshToken
-from storeroom.auth.rate_limit import LoginLimiter
+from storeroom.auth.rate_limit import LoginLimiter, address_key, user_key
 from storeroom.auth.schemas import TokenResponse
 from storeroom.core.config import Settings
 from storeroom.core.db import utcnow
@@ -29,15 +29,14 @@ from storeroom.core.security import (
 )
 from storeroom.users import service as users_service
 from storeroom.users.models import User
-from storeroom.users.schemas import normalize_email
 
 ACCESS_TOKEN = "access"
 TOKEN_KEY_CLAIM = "tk"
-MAX_ACCOUNT_LENGTH = 254
 
 
 async def login(
     session: AsyncSession,
+    reader: AsyncEngine,
     limiter: LoginLimiter,
     email: str,
     password: str,
@@ -47,20 +46,23 @@ async def login(
 ) -> User:
     """The user for this email and password, within the failed-login limits of the account
     and of the caller's IP, or InvalidCredentials: unknown email, wrong password and inactive
-    account are indistinguishable, in body and in time."""
+    account are indistinguishable, in body and in time.
+
+    No database connection is held while another is awaited or while the password is hashed:
+    the account is read in one autocommit statement, the limiter counts the attempt in its own
+    short transaction, and the request's session is used only once the password is right."""
     # No stored email holds a NUL, and PostgreSQL cannot even compare one: such an email is an
-    # unknown account, counted under a key the database can store.
-    has_nul = "\x00" in email
-    account = normalize_email(email.replace("\x00", "\ufffd"))[:MAX_ACCOUNT_LENGTH]
-    user = None if has_nul else await users_service.get_by_email(session, email)
+    # unknown account.
+    user = None if "\x00" in email else await users_service.get_by_email_detached(reader, email)
+    # Counted against the account it reaches, however it was typed.
+    account = user_key(user.id) if user else address_key(email)
     check = await limiter.verify_password(
         account, client_ip, now, password, user.hashed_password if user else None
     )
     if user is None or not check.valid or not user.is_active:
         raise InvalidCredentials()
     if check.new_hash:  # an old bcrypt hash: upgrade it now that we know the password
-        # Written at the request's commit, not flushed now: on SQLite a flush would hold the
-        # write lock while the login limiter writes through its own connection.
+        session.add(user)  # written at the request's commit
         user.hashed_password = check.new_hash
     return user
 

@@ -138,6 +138,13 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "storeroom:"
     login_max_failures: int = Field(default=10, ge=1)
     login_failure_window_seconds: int = Field(default=300, ge=1)
+    # Unauthenticated requests that create an account or send an email, per client IP (and,
+    # for recovery, per address it names) within their window; beyond them 429.
+    registration_max_per_ip: int = Field(default=20, ge=1)
+    registration_window_seconds: int = Field(default=3600, ge=1)
+    password_recovery_max_per_ip: int = Field(default=10, ge=1)
+    password_recovery_max_per_email: int = Field(default=3, ge=1)
+    password_recovery_window_seconds: int = Field(default=3600, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
     user_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from storeroom.core.config import Settings
-from storeroom.core.paths import private_sqlite_database
+from storeroom.core.paths import private_sqlite_database, sqlite_file
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -155,19 +155,24 @@ UNWRAPPED_DRIVER_ERRORS: tuple[type[Exception], ...] = (pymysql.err.Error,)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    """One pool per process, sized by `database_pool_size` on every backend (plus as many again
+    under bursts). No request holds more than one of its connections at a time, so a burst
+    larger than the pool queues for connections instead of deadlocking on them."""
     url = settings.database_url
+    pool = {
+        "pool_size": settings.database_pool_size,
+        "max_overflow": settings.database_pool_size,
+        "pool_timeout": settings.database_pool_timeout_seconds,
+    }
     if settings.is_sqlite:
         private_sqlite_database(url)
-        engine = create_async_engine(url, pool_timeout=settings.database_pool_timeout_seconds)
+        # A file database gets a pool like any other (SQLAlchemy's own default is 5 + 10);
+        # an in-memory one keeps SQLAlchemy's single shared connection.
+        engine = create_async_engine(url, **(pool if sqlite_file(url) else {}))
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
         engine = create_async_engine(
-            url,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_pool_size,
-            pool_timeout=settings.database_pool_timeout_seconds,
-            pool_pre_ping=settings.database_pre_ping,
-            pool_recycle=3600,
+            url, **pool, pool_pre_ping=settings.database_pre_ping, pool_recycle=3600
         )
         closed = _CLOSED_CHECKS.get(engine.dialect.driver)
         if closed is not None:

@@ -1,9 +1,10 @@
-"""Column types shared by domains: exact decimals on every backend."""
+"""Column types shared by domains: exact decimals and exactly compared strings on every backend."""
 
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Numeric, TypeDecorator
+from sqlalchemy import BigInteger, Numeric, String, TypeDecorator
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeEngine
 
@@ -43,3 +44,12 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if isinstance(value, Decimal):  # NUMERIC(p, s) already comes back with s places
             return value
         return Decimal(value).quantize(self._unit)
+
+
+def exact_string(length: int) -> String:
+    """A VARCHAR compared byte for byte on every backend. MariaDB's default collations call
+    "carol" and "càrol" (or "Carol") equal, in lookups and in unique indexes alike; SQLite and
+    PostgreSQL already compare exactly."""
+    return String(length).with_variant(
+        mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb"
+    )

@@ -4,7 +4,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from storeroom.health import service as health_service
 
@@ -19,6 +19,10 @@ class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
     database: str
     migrations: str
+    rate_limits: str = Field(
+        description='Where rate limits are counted: "database", "redis", or "database (redis '
+        'unreachable)" while the configured Redis does not answer.'
+    )
 
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")
@@ -33,10 +37,13 @@ async def healthz() -> Health:
     summary="The database is reachable and its schema is at the latest migration",
 )
 async def readyz(request: Request) -> JSONResponse:
-    report = await health_service.readiness(request.app.state.engine)
+    report = await health_service.readiness(
+        request.app.state.engine, request.app.state.login_limiter
+    )
     body = Readiness(
         status="ready" if report.ready else "unavailable",
         database=report.database,
         migrations=report.migrations,
+        rate_limits=report.rate_limits,
     )
     return JSONResponse(body.model_dump(), status_code=200 if report.ready else 503)

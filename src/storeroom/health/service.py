@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storeroom.auth.rate_limit import LoginLimiter
 from storeroom.core.migrations import current_revisions, head_revisions
 
 logger = logging.getLogger(__name__)
@@ -15,6 +16,9 @@ logger = logging.getLogger(__name__)
 class ReadinessReport:
     database: str
     migrations: str
+    # Where rate limits are counted: "database", "redis", or "database (redis unreachable)"
+    # while a configured Redis does not answer (logins keep working: not a reason to be unready).
+    rate_limits: str
 
     @property
     def ready(self) -> bool:
@@ -24,13 +28,16 @@ class ReadinessReport:
 READINESS_TIMEOUT_SECONDS = 5.0
 
 
-async def readiness(engine: AsyncEngine) -> ReadinessReport:
+async def readiness(engine: AsyncEngine, limiter: LoginLimiter) -> ReadinessReport:
+    rate_limits = await limiter.status()
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
             current = await current_revisions(engine)
     except Exception as exc:
         logger.warning("readiness: database unreachable: %s", exc)
-        return ReadinessReport(database="unreachable", migrations="unknown")
+        return ReadinessReport(
+            database="unreachable", migrations="unknown", rate_limits=rate_limits
+        )
     if current != head_revisions():
-        return ReadinessReport(database="ok", migrations="pending")
-    return ReadinessReport(database="ok", migrations="ok")
+        return ReadinessReport(database="ok", migrations="pending", rate_limits=rate_limits)
+    return ReadinessReport(database="ok", migrations="ok", rate_limits=rate_limits)

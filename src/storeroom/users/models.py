@@ -6,6 +6,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storeroom.core.db import NEVER_REUSE_IDS, Base, TimestampMixin
+from storeroom.core.types import exact_string
 
 TOKEN_KEY_BYTES = 16
 
@@ -19,8 +20,9 @@ class User(TimestampMixin, Base):
     __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Stored lower-cased, so the unique index makes addresses unique in any letter case.
-    email: Mapped[str] = mapped_column(String(254), unique=True)
+    # Stored lower-cased, so the unique index makes addresses unique in any letter case, and
+    # compared exactly otherwise: "càrol@" is not "carol@" on MariaDB either.
+    email: Mapped[str] = mapped_column(exact_string(254), unique=True)
     hashed_password: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(default=True)
     is_superuser: Mapped[bool] = mapped_column(default=False)

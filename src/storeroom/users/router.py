@@ -11,7 +11,7 @@ from storeroom.auth.dependencies import (
     require_scope,
 )
 from storeroom.core.db import DbSession
-from storeroom.core.dependencies import ClientIp, NoStore, Now
+from storeroom.core.dependencies import AppSettings, ClientIp, NoStore, Now
 from storeroom.core.errors import error_responses
 from storeroom.core.pagination import Page, Pagination, paginate
 from storeroom.core.schemas import NulFreeStr
@@ -30,13 +30,21 @@ router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(42
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
-    responses=error_responses(400),
+    responses=error_responses(400, 429),
     summary="Register an account",
 )
 async def register(
-    data: UserCreate, session: DbSession, response: Response, mailer: AppMailer
+    data: UserCreate,
+    session: DbSession,
+    response: Response,
+    mailer: AppMailer,
+    limiter: LoginLimiterDep,
+    settings: AppSettings,
+    client: ClientIp,
+    now: Now,
 ) -> User:
-    user = await users_service.create(session, data)
+    """Too many registrations from the caller's address answer 429 with Retry-After."""
+    user = await users_service.register(session, limiter, data, settings, client_ip=client, now=now)
     response.headers["Location"] = f"/api/v1/users/{user.id}"
     mailer.send_welcome(user.email)
     return user

@@ -1,7 +1,8 @@
 """Users: account logic. Takes the session explicitly; raises domain errors."""
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy import delete as delete_rows
@@ -11,7 +12,8 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from storeroom.auth.api_keys.models import ApiKey
 from storeroom.auth.models import RefreshToken
-from storeroom.auth.rate_limit import LoginLimiter
+from storeroom.auth.rate_limit import LoginLimiter, RequestLimit, user_key
+from storeroom.core.config import Settings
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import hash_password
 from storeroom.files import service as files_service
@@ -36,19 +38,35 @@ async def get(session: AsyncSession, user_id: int) -> User:
 
 
 _USER_BY_ID = select(*User.__table__.columns).where(User.__table__.c.id == bindparam("user_id"))
+_USER_BY_EMAIL = select(*User.__table__.columns).where(User.__table__.c.email == bindparam("email"))
+
+
+def detached(row: Mapping[Any, Any]) -> User:
+    """A user from a row of the users table's columns, detached: a service that changes it
+    attaches it to its session first (`session.add`), which needs no second read."""
+    user = User(**row)
+    make_transient_to_detached(user)
+    return user
 
 
 async def get_detached(reader: AsyncEngine, user_id: int) -> User | None:
     """The user, read in one autocommit statement without an ORM session: this runs on every
-    authenticated request. The result is a detached instance; a service that changes it
-    attaches it to its session first (`session.add`), which needs no second read."""
+    authenticated request."""
     async with reader.connect() as connection:
         row = (await connection.execute(_USER_BY_ID, {"user_id": user_id})).mappings().first()
-    if row is None:
-        return None
-    user = User(**row)
-    make_transient_to_detached(user)
-    return user
+    return None if row is None else detached(row)
+
+
+async def get_by_email_detached(reader: AsyncEngine, email: str) -> User | None:
+    """The user with this address, read like `get_detached`: a login reads its account this
+    way, so its connection is back in the pool before the password is hashed."""
+    async with reader.connect() as connection:
+        row = (
+            (await connection.execute(_USER_BY_EMAIL, {"email": normalize_email(email)}))
+            .mappings()
+            .first()
+        )
+    return None if row is None else detached(row)
 
 
 async def get_by_email(session: AsyncSession, email: str) -> User | None:
@@ -63,14 +81,30 @@ async def _flush_unique_email(session: AsyncSession) -> None:
         raise EmailTaken() from exc
 
 
+async def register(
+    session: AsyncSession,
+    limiter: LoginLimiter,
+    data: UserCreate,
+    settings: Settings,
+    *,
+    client_ip: str,
+    now: datetime,
+) -> User:
+    """A new account, within the registrations allowed from the caller's address."""
+    window = timedelta(seconds=settings.registration_window_seconds)
+    await limiter.limit_requests(
+        [RequestLimit(f"registration-ip:{client_ip}", settings.registration_max_per_ip, window)],
+        now,
+    )
+    return await create(session, data)
+
+
 async def create(session: AsyncSession, data: UserCreate, *, is_superuser: bool = False) -> User:
+    # Hashed before the session is used: its connection is not held while the hash is made.
+    hashed_password = await hash_password(data.password)
     if await get_by_email(session, data.email) is not None:
         raise EmailTaken()
-    user = User(
-        email=data.email,
-        hashed_password=await hash_password(data.password),
-        is_superuser=is_superuser,
-    )
+    user = User(email=data.email, hashed_password=hashed_password, is_superuser=is_superuser)
     session.add(user)
     await _flush_unique_email(session)
     return user
@@ -98,23 +132,29 @@ async def update_me(
 ) -> User:
     """Change the caller's email or password. Both need the current password, checked within
     the failed-login limits (a stolen token must not become a way to guess it), and both end
-    every other session of the account."""
-    session.add(user)
+    every other session of the account. The passwords are hashed before the session is used,
+    so its connection is not held meanwhile."""
     fields = changes.changes()
     fields.pop("current_password", None)
     if "email" in fields or "password" in fields:
         check = await limiter.verify_password(
-            user.email, client_ip, now, changes.current_password or "", user.hashed_password
+            user_key(user.id),
+            client_ip,
+            now,
+            changes.current_password or "",
+            user.hashed_password,
         )
         if not check.valid:
             raise WrongCurrentPassword()
+    new_hash = await hash_password(str(fields["password"])) if "password" in fields else None
+    session.add(user)
     if "email" in fields and fields["email"] != user.email:
         if await get_by_email(session, str(fields["email"])) is not None:
             raise EmailTaken()
         user.email = str(fields["email"])
         user.token_key = new_token_key()
-    if "password" in fields:
-        user.hashed_password = await hash_password(str(fields["password"]))
+    if new_hash is not None:
+        user.hashed_password = new_hash
         user.token_key = new_token_key()
     await _flush_unique_email(session)
     return user

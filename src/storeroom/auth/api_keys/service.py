@@ -4,8 +4,8 @@ import hmac
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from storeroom.auth.api_keys.exceptions import ApiKeyNotFound, ExpiryInThePast, TooManyApiKeys
 from storeroom.auth.api_keys.models import ApiKey
@@ -14,6 +14,7 @@ from storeroom.auth.exceptions import InvalidToken
 from storeroom.auth.schemas import Scope
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import new_opaque_token, opaque_token_hash
+from storeroom.users import service as users_service
 from storeroom.users.models import User
 
 KEY_PREFIX = "sr_"
@@ -84,30 +85,41 @@ async def delete(session: AsyncSession, api_key: ApiKey) -> None:
     await session.flush()
 
 
-async def authenticate(
-    session: AsyncSession, presented: str, *, now: datetime
-) -> tuple[User, Scope]:
-    """The owner and scope of a presented key; unknown, expired or revoked keys (and keys of
-    inactive accounts) all get the same 401."""
+_KEY_AND_OWNER = (
+    select(
+        ApiKey.id.label("api_key_id"),
+        ApiKey.key_hash.label("api_key_hash"),
+        ApiKey.scope.label("api_key_scope"),
+        ApiKey.expires_at.label("api_key_expires_at"),
+        ApiKey.last_used_at.label("api_key_last_used_at"),
+        *User.__table__.columns,
+    )
+    .join_from(ApiKey, User, User.id == ApiKey.user_id)
+    .where(ApiKey.key_hash == bindparam("digest"))
+)
+
+
+async def authenticate(reader: AsyncEngine, presented: str, *, now: datetime) -> tuple[User, Scope]:
+    """The owner (detached, as for a token) and scope of a presented key; unknown, expired or
+    revoked keys (and keys of inactive accounts) all get the same 401. Read and stamped
+    through the autocommit reader, so the request's session holds no connection for it."""
     if not presented.startswith(KEY_PREFIX) or len(presented) > MAX_KEY_LENGTH:
         raise InvalidToken()
     digest = opaque_token_hash(presented)
-    row = (
-        await session.execute(
-            select(ApiKey, User)
-            .join(User, User.id == ApiKey.user_id)
-            .where(ApiKey.key_hash == digest)
-        )
-    ).first()
-    if row is None:
-        raise InvalidToken()
-    api_key, user = row
-    # The index lookup is by hash, so its timing says nothing usable about the key; the final
-    # comparison is constant-time all the same, whatever the database does.
-    if not hmac.compare_digest(api_key.key_hash, digest):
-        raise InvalidToken()
-    if not user.is_active or (api_key.expires_at is not None and api_key.expires_at <= now):
-        raise InvalidToken()
-    if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
-        api_key.last_used_at = now
-    return user, Scope(api_key.scope)
+    async with reader.connect() as connection:
+        row = (await connection.execute(_KEY_AND_OWNER, {"digest": digest})).mappings().first()
+        if row is None:
+            raise InvalidToken()
+        # The index lookup is by hash, so its timing says nothing usable about the key; the
+        # final comparison is constant-time all the same, whatever the database does.
+        if not hmac.compare_digest(row["api_key_hash"], digest):
+            raise InvalidToken()
+        expires_at, last_used_at = row["api_key_expires_at"], row["api_key_last_used_at"]
+        if not row["is_active"] or (expires_at is not None and expires_at <= now):
+            raise InvalidToken()
+        if last_used_at is None or now - last_used_at >= LAST_USED_RESOLUTION:
+            await connection.execute(
+                update(ApiKey).where(ApiKey.id == row["api_key_id"]).values(last_used_at=now)
+            )
+    owner = {column.name: row[column.name] for column in User.__table__.columns}
+    return users_service.detached(owner), Scope(row["api_key_scope"])

@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter, status
 
+from storeroom.auth.dependencies import LoginLimiterDep
 from storeroom.auth.recovery import service as recovery_service
 from storeroom.auth.recovery.schemas import Acknowledgement, PasswordRecoveryRequest, PasswordReset
 from storeroom.core.db import DbSession
-from storeroom.core.dependencies import AppSettings
+from storeroom.core.dependencies import AppSettings, ClientIp, Now
 from storeroom.core.errors import error_responses
 from storeroom.notifications.dependencies import AppMailer
 
@@ -20,14 +21,24 @@ RECOVERY_ACCEPTED = Acknowledgement(
     "/password-recovery",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Acknowledgement,
+    responses=error_responses(429),
     summary="Email a password reset link",
 )
 async def request_password_recovery(
-    data: PasswordRecoveryRequest, session: DbSession, settings: AppSettings, mailer: AppMailer
+    data: PasswordRecoveryRequest,
+    session: DbSession,
+    settings: AppSettings,
+    mailer: AppMailer,
+    limiter: LoginLimiterDep,
+    client: ClientIp,
+    now: Now,
 ) -> Acknowledgement:
     """Always 202 with the same body, whether or not the address has an account. An active
-    account gets an email, sent after the response, with a single-use link that expires."""
-    await recovery_service.request_reset(session, data.email, settings, mailer)
+    account gets an email, sent after the response, with a single-use link that expires. Too
+    many requests from the caller's address, or for one address, answer 429 with Retry-After."""
+    await recovery_service.request_reset(
+        session, limiter, data.email, settings, mailer, client_ip=client, now=now
+    )
     return RECOVERY_ACCEPTED
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import CursorResult, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storeroom.auth import service as auth_service
+from storeroom.auth.rate_limit import LoginLimiter, RequestLimit
 from storeroom.auth.recovery.exceptions import InvalidResetToken, ResetTokenExpired
 from storeroom.core.config import Settings
 from storeroom.core.db import utcnow
@@ -29,6 +30,7 @@ from storeroom.core.security import (
 from storeroom.notifications import service as notifications_service
 from storeroom.users import service as users_service
 from storeroom.users.models import User, new_token_key
+from storeroom.users.schemas import normalize_email
 
 RESET_TOKEN = "password_reset"
 RESET_PATH = "/reset-password"
@@ -58,13 +60,31 @@ def reset_url(settings: Settings, token: str) -> str:
 
 async def request_reset(
     session: AsyncSession,
+    limiter: LoginLimiter,
     email: str,
     settings: Settings,
     mailer: notifications_service.Mailer,
+    *,
+    client_ip: str,
+    now: datetime,
 ) -> None:
     """Email a reset link to the active account with this address, if there is one. The
     caller answers the same either way; both paths make the same single lookup, and the email
-    is composed and sent after the response."""
+    is composed and sent after the response. Requests are limited per caller and per address
+    (known or not, so a 429 says nothing about the address either), counted before the lookup:
+    nobody can flood an inbox, or use the endpoint to send mail in bulk."""
+    window = timedelta(seconds=settings.password_recovery_window_seconds)
+    await limiter.limit_requests(
+        [
+            RequestLimit(f"recovery-ip:{client_ip}", settings.password_recovery_max_per_ip, window),
+            RequestLimit(
+                f"recovery-email:{normalize_email(email)}",
+                settings.password_recovery_max_per_email,
+                window,
+            ),
+        ],
+        now,
+    )
     user = await users_service.get_by_email(session, email)
     if user is None or not user.is_active:
         return
@@ -81,6 +101,8 @@ async def reset_password(
         raise ResetTokenExpired() from exc
     except TokenError as exc:
         raise InvalidResetToken() from exc
+    # Hashed before the session is used: its connection is not held while the hash is made.
+    new_hash = await hash_password(new_password)
     user = await _user_for(session, claims)
     if (
         user is None
@@ -88,7 +110,6 @@ async def reset_password(
         or not hmac.compare_digest(str(claims.get("fp", "")), _fingerprint(user, key))
     ):
         raise InvalidResetToken()
-    new_hash = await hash_password(new_password)
     # Compare-and-set on the old hash: of two requests racing with one token, only one wins.
     result = cast(
         CursorResult[Any],

@@ -1,7 +1,7 @@
 """Create idempotency_keys: the Idempotency-Key of each caller's creates, with the first response.
 
 Revision ID: 0007_idempotency_keys
-Revises: 0005_token_keys
+Revises: 0006_rate_limits
 Create Date: 2026-12-09
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import mysql
 from storeroom.core.db import UTCDateTime
 
 revision: str = "0007_idempotency_keys"
-down_revision: str | Sequence[str] | None = "0005_token_keys"
+down_revision: str | Sequence[str] | None = "0006_rate_limits"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
