@@ -4,10 +4,6 @@ concurrent wrong logins as the pool has connections must all be answered (401 or
 
 import asyncio
 import base64
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PASSWORD, TEST_SECRET_KEY
+from tests.conftest import PASSWORD
+from tests.servers import serve
 
 POOL_SIZE = 2  # STOREROOM_DATABASE_POOL_SIZE: 2 kept + 2 overflow
 STORM = 4 * (POOL_SIZE + POOL_SIZE)
@@ -23,54 +20,17 @@ EMAIL = "alice@example.com"
 ME = "/api/v1/users/me"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[str]:
     """`storeroom serve` on the test's database with a small pool, and a login limit high
     enough that every wrong password is hashed (a 401, not a 429)."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "storeroom.cli", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env={
-            **os.environ,
-            "STOREROOM_DATA_DIR": str(tmp_path / "data"),
-            "STOREROOM_DATABASE_URL": database_url,
-            "STOREROOM_SECRET_KEY": TEST_SECRET_KEY,
-            "STOREROOM_LOG_LEVEL": "WARNING",
-            "STOREROOM_DATABASE_POOL_SIZE": str(POOL_SIZE),
-            "STOREROOM_LOGIN_MAX_FAILURES": "1000000",
-            "STOREROOM_REDIS_URL": "",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "storeroom serve did not start"
-        time.sleep(0.1)
-    try:
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = {
+        "STOREROOM_DATABASE_URL": database_url,
+        "STOREROOM_DATABASE_POOL_SIZE": str(POOL_SIZE),
+        "STOREROOM_LOGIN_MAX_FAILURES": "1000000",
+    }
+    with serve(tmp_path, env) as process:
+        yield process.base_url
 
 
 async def _timed(send: "asyncio.Future[httpx.Response]") -> tuple[int, float]:
