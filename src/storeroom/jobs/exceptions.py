@@ -32,3 +32,8 @@ class JobFailed(Exception):
         self.message = message
         self.result = result
         super().__init__(message)
+
+
+class LeaseLost(Exception):
+    """Another worker holds this job now (this one's lease expired): whatever this run has not
+    committed is rolled back, and it stops without touching the job again."""
