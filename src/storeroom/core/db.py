@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from storeroom.core.config import Settings
 from storeroom.core.paths import private_sqlite_database
@@ -77,13 +77,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+    """`pooled=False` opens a connection per session and keeps none: for a short-lived event
+    loop (a job in a worker process), whose connections must not outlive it."""
     url = settings.database_url
     if settings.is_sqlite:
         private_sqlite_database(url)
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, **({} if pooled else {"poolclass": NullPool}))
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    if not pooled:
+        return create_async_engine(url, poolclass=NullPool)
     return create_async_engine(
         url,
         pool_size=settings.database_pool_size,
