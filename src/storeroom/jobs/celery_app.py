@@ -83,7 +83,10 @@ def create_celery(settings: Settings) -> StoreroomCelery:
     app = StoreroomCelery("storeroom", set_as_current=False)
     app.settings = settings
     app.conf.update(
-        broker_url=settings.broker_url,
+        # kombu warns on every connection to a filesystem:// that names no host.
+        broker_url="filesystem://localhost/"
+        if settings.has_embedded_broker
+        else settings.broker_url,
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
