@@ -605,10 +605,19 @@ _OUTCOME = {
 }
 
 
+# How the runners' result counts read in an email; any other count shows under its own key.
+_COUNT_LABELS = {
+    "imported": "Items imported",
+    "error_count": "Invalid rows",
+    "rows": "Items exported",
+    "size": "File size (bytes)",
+}
+
+
 def _email_facts(job: Job) -> dict[str, Any]:
     result = job.result or {}
     counts = [
-        (key.replace("_", " ").capitalize(), value)
+        (_COUNT_LABELS.get(key, key.replace("_", " ").capitalize()), value)
         for key, value in result.items()
         if isinstance(value, int) and not isinstance(value, bool) and key not in ("done", "total")
     ]
