@@ -7,6 +7,7 @@ environment (the module's `app`, made on first access).
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import uuid
@@ -145,6 +146,17 @@ class CeleryJobQueue:
         self.celery.close()
 
 
+# Held for the whole of each sweep, and taken by every fork of the worker's main process (the
+# pool forks a new child when one dies): a child is never forked while the sweep thread holds
+# some lock (a database driver's, the resolver's) that the child would inherit taken forever.
+_SWEEPING = threading.Lock()
+os.register_at_fork(
+    before=_SWEEPING.acquire,
+    after_in_parent=_SWEEPING.release,
+    after_in_child=_SWEEPING.release,
+)
+
+
 class JobSweeper(bootsteps.StartStopStep):  # type: ignore[misc]
     """A worker step: at start and every `job_sweep_interval_seconds`, send again the jobs of
     dead workers and remove old finished jobs (see jobs.service.sweep); on the filesystem
@@ -153,6 +165,7 @@ class JobSweeper(bootsteps.StartStopStep):  # type: ignore[misc]
     safe."""
 
     label = "storeroom job sweeper"
+    requires = ("celery.worker.components:Pool",)  # start after the pool has forked
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         self.stopping = threading.Event()
@@ -175,12 +188,13 @@ class JobSweeper(bootsteps.StartStopStep):  # type: ignore[misc]
 
         settings = app.settings
         while True:
-            try:
-                report = asyncio.run(tasks.sweep(app))
-                if report.requeued or report.cancelled or report.failed or report.deleted:
-                    logger.info("job sweep: %s", report)
-            except Exception:
-                logger.exception("the job sweep failed")
+            with _SWEEPING:
+                try:
+                    report = asyncio.run(tasks.sweep(app))
+                    if report.requeued or report.cancelled or report.failed or report.deleted:
+                        logger.info("job sweep: %s", report)
+                except Exception:
+                    logger.exception("the job sweep failed")
             if settings.has_embedded_broker:
                 remove_processed_messages(settings)
             if self.stopping.wait(settings.job_sweep_interval_seconds):
