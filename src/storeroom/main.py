@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 idempotency_service.expired_key_sweeper(
                     app.state.sessionmaker, lambda: app.state.clock()
                 ),
-                embedded_worker(settings),
+                embedded_worker(settings) as app.state.job_worker,
             ):
                 yield
         finally:
