@@ -38,7 +38,6 @@ BROKER_URLS = {
 # broker -> the database its worker tests run on
 PROFILES = {"filesystem": "sqlite", "rabbitmq": "postgresql", "redis": "mariadb"}
 WORKER_READY_SECONDS = 30.0
-WORKER_STOP_SECONDS = 15.0
 # Short enough that a killed worker's jobs are picked up again within seconds.
 TEST_LEASE_SECONDS = 2.0
 TEST_SWEEP_INTERVAL_SECONDS = 0.5
@@ -140,16 +139,6 @@ class Worker:
         os.killpg(self.pid, signal.SIGKILL)
         self.process.wait()
 
-    def stop(self) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL if it takes too long."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.pid, signal.SIGTERM)
-        try:
-            self.process.wait(WORKER_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
     def log_text(self) -> str:
         return "\n".join(
             f"--- {path.name}\n{path.read_text(errors='replace')[-20_000:]}" for path in self.logs
@@ -222,7 +211,9 @@ def start_worker(
         worker.start()
         yield worker
     finally:
-        worker.stop()
+        # Every test waited for its jobs; a warm shutdown would only add the prefork pool's
+        # 5-6 s of stopping per module (the embedded worker's test stops one gracefully).
+        worker.kill()
         if broker != "filesystem":
             _cleanup_broker(settings)
         if request.session.testsfailed:
