@@ -24,6 +24,8 @@ from storeroom.core.paths import private_dir
 logger = logging.getLogger("storeroom.jobs")
 
 RUN_JOB_TASK = "storeroom.jobs.run"
+# kombu's filesystem transport with messages written whole (see broker.py).
+EMBEDDED_TRANSPORT = "storeroom.jobs.broker:Transport"
 NOTIFY_TASK = "storeroom.jobs.notify"
 
 # A processed message of the filesystem broker is moved aside (an atomic rename, so two workers
@@ -88,6 +90,7 @@ def create_celery(settings: Settings) -> StoreroomCelery:
         broker_url="filesystem://localhost/"
         if settings.has_embedded_broker
         else settings.broker_url,
+        broker_transport=EMBEDDED_TRANSPORT if settings.has_embedded_broker else None,
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
