@@ -1,5 +1,6 @@
 """Jobs: the `import_items` runner, a CSV or NDJSON file of items into its owner's catalog."""
 
+import asyncio
 import codecs
 import contextlib
 import csv
@@ -31,6 +32,8 @@ CHUNK_ROWS = 1000
 # update that also renews the lease and notices a cancel.
 SCAN_REPORT_ROWS = 10_000
 MAX_REPORTED_ERRORS = 100
+# While a chunk is being written, how many rows of the next are parsed between its steps.
+PIPELINE_YIELD_ROWS = 50
 
 CSV_HEADER = "name,description,price,tax,tags"
 CSV_REQUIRED_COLUMNS = ("name", "price")
@@ -279,34 +282,58 @@ async def _open_rows(
 # --- running ---------------------------------------------------------------------------------
 
 
+class _Errors:
+    """Invalid rows: all counted, the first MAX_REPORTED_ERRORS kept."""
+
+    def __init__(self, count: int = 0, listed: list[dict[str, Any]] | None = None) -> None:
+        self.count = count
+        self.listed = listed or []
+
+    def add(self, row: int, message: str) -> None:
+        self.count += 1
+        if len(self.listed) < MAX_REPORTED_ERRORS:
+            self.listed.append({"row": row, "message": message})
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """The rows read since the last commit, up to (and including) row `rows_done`."""
+
+    rows_done: int = 0
+    items: list[ItemCreate] = field(default_factory=list)
+    errors: _Errors = field(default_factory=_Errors)
+
+
 @dataclass(slots=True)
 class _Tally:
-    """What the import has done so far; saved with every chunk, so a rerun carries on."""
+    """What the committed chunks did; saved with each of them, so a rerun carries on."""
 
     rows_done: int = 0
     imported: int = 0
-    error_count: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: _Errors = field(default_factory=_Errors)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> "_Tally":
         return cls(
             rows_done=int(checkpoint.get("rows_done", 0)),
             imported=int(checkpoint.get("imported", 0)),
-            error_count=int(checkpoint.get("error_count", 0)),
-            errors=list(checkpoint.get("errors", [])),
+            errors=_Errors(
+                int(checkpoint.get("error_count", 0)), list(checkpoint.get("errors", []))
+            ),
         )
 
-    def add_error(self, row: int, message: str) -> None:
-        self.error_count += 1
-        if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append({"row": row, "message": message})
+    def add(self, chunk: _Chunk, imported: int) -> None:
+        self.rows_done = chunk.rows_done
+        self.imported += imported
+        self.errors.count += chunk.errors.count
+        room = MAX_REPORTED_ERRORS - len(self.errors.listed)
+        self.errors.listed += chunk.errors.listed[: max(room, 0)]
 
     def result(self) -> dict[str, Any]:
         return {
             "imported": self.imported,
-            "error_count": self.error_count,
-            "errors": list(self.errors),
+            "error_count": self.errors.count,
+            "errors": list(self.errors.listed),
         }
 
     def checkpoint(self, total: int) -> dict[str, Any]:
@@ -362,72 +389,91 @@ async def _scan(
 ) -> int:
     """Read the whole file once before writing anything: its row count (the progress total)
     and, in strict mode, every row's errors. A file that cannot be read fails here."""
-    scanned = _Tally()
+    errors = _Errors()
     rows = 0
     async with _open_rows(ctx.storage, file, file_format) as source:
         async for batch in source.batches():
             for row in batch:
                 rows += 1
                 if strict:
-                    _parse(source.parse, row, rows, scanned)
+                    _parse(source.parse, row, rows, errors)
                 if rows % SCAN_REPORT_ROWS == 0:
                     async with ctx.sessionmaker() as session:
                         await ctx.commit_chunk(
                             session, checkpoint=ctx.checkpoint, done=0, total=None
                         )
-    if scanned.error_count:
-        noun = "row is" if scanned.error_count == 1 else "rows are"
+    if errors.count:
+        noun = "row is" if errors.count == 1 else "rows are"
         raise JobFailed(
-            f"{scanned.error_count} of {rows} {noun} invalid; strict mode imported nothing",
-            result=scanned.result(),
+            f"{errors.count} of {rows} {noun} invalid; strict mode imported nothing",
+            result={"imported": 0, "error_count": errors.count, "errors": errors.listed},
         )
     return rows
 
 
 def _parse(
-    parse: Callable[[Any], ItemCreate | None], row: Any, number: int, tally: _Tally
+    parse: Callable[[Any], ItemCreate | None], row: Any, number: int, errors: _Errors
 ) -> ItemCreate | None:
     try:
         return parse(row)
     except _RowError as exc:
-        tally.add_error(number, str(exc))
+        errors.add(number, str(exc))
         return None
 
 
 async def _insert(
     ctx: JobContext, file: StoredFile, file_format: ImportFormat, tally: _Tally, total: int
 ) -> None:
+    """Chunks are pipelined: while one is being written and committed, the next one's rows are
+    parsed and validated (yielding to it every PIPELINE_YIELD_ROWS rows), so the database's
+    work and ours overlap. Commits still happen one after another, in order."""
     resume_after = tally.rows_done
-    pending: list[ItemCreate] = []
+    chunk = _Chunk()
+    in_flight: asyncio.Future[None] | None = None
     number = 0
-    async with _open_rows(ctx.storage, file, file_format) as source:
-        async for batch in source.batches():
-            for row in batch:
-                number += 1
-                if number <= resume_after:
-                    continue
-                item = _parse(source.parse, row, number, tally)
-                if item is not None:
-                    pending.append(item)
-                if number % CHUNK_ROWS == 0:
-                    await _commit(ctx, tally, pending, number, total)
-                    pending = []
-    if number < resume_after:
-        raise UnreadableFile(f"it has {number} rows, but {resume_after} were already imported")
-    if number > tally.rows_done or not number:
-        await _commit(ctx, tally, pending, number, total)
+    try:
+        async with _open_rows(ctx.storage, file, file_format) as source:
+            async for batch in source.batches():
+                for row in batch:
+                    number += 1
+                    if number <= resume_after:
+                        continue
+                    item = _parse(source.parse, row, number, chunk.errors)
+                    if item is not None:
+                        chunk.items.append(item)
+                    if number % CHUNK_ROWS == 0:
+                        if in_flight is not None:
+                            await in_flight
+                        chunk.rows_done = number
+                        in_flight = asyncio.ensure_future(_commit(ctx, tally, chunk, total))
+                        chunk = _Chunk()
+                    elif number % PIPELINE_YIELD_ROWS == 0 and in_flight is not None:
+                        await asyncio.sleep(0)
+        if in_flight is not None:
+            await in_flight
+        if number < resume_after:
+            raise UnreadableFile(f"it has {number} rows, but {resume_after} were already imported")
+        if number > tally.rows_done or not number:
+            chunk.rows_done = number
+            await _commit(ctx, tally, chunk, total)
+    except BaseException as exc:
+        if in_flight is not None and not in_flight.done():
+            if isinstance(exc, asyncio.CancelledError):
+                in_flight.cancel()
+            # Never leave a chunk's transaction running behind the job's back.
+            await asyncio.wait([in_flight])
+        if in_flight is not None and not in_flight.cancelled():
+            in_flight.exception()  # retrieved; the first failure is the one raised
+        raise
 
 
-async def _commit(
-    ctx: JobContext, tally: _Tally, items: list[ItemCreate], rows_done: int, total: int
-) -> None:
+async def _commit(ctx: JobContext, tally: _Tally, chunk: _Chunk, total: int) -> None:
     """One chunk: its items and the checkpoint after it, in one transaction."""
     async with ctx.sessionmaker() as session:
-        inserted = await items_service.insert_many(session, ctx.owner_id, items)
+        inserted = await items_service.insert_many(session, ctx.owner_id, chunk.items)
         # Counted before the commit: a cancel raises from it after committing, and the
         # cancelled job's result must include this chunk.
-        tally.rows_done = rows_done
-        tally.imported += inserted
+        tally.add(chunk, inserted)
         await ctx.commit_chunk(
-            session, checkpoint=tally.checkpoint(total), done=rows_done, total=total
+            session, checkpoint=tally.checkpoint(total), done=chunk.rows_done, total=total
         )
