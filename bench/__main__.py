@@ -10,6 +10,7 @@ BENCHMARKS = [
     "items",
     "files",
     "http_protocol",
+    "jobs_latency",
 ]
 
 
