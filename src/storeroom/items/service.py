@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import (
     ColumnElement,
     Integer,
+    Numeric,
     Select,
     String,
     bindparam,
@@ -29,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from storeroom.core.db import utcnow
+from storeroom.core.db import UTCDateTime, utcnow
 from storeroom.core.etags import VersionMatch
 from storeroom.core.pagination import PageParams
 from storeroom.items.exceptions import ItemChanged, ItemNotFound
@@ -334,54 +335,68 @@ async def _write_tags(session: AsyncSession, item_id: int, owner_id: int, tags: 
 
 _ITEMS = Item.metadata.tables["items"]
 _ITEM_TAGS = ItemTag.metadata.tables["item_tags"]
-_ITEM_COLUMNS = (
-    "id",
-    "owner_id",
-    "name",
-    "description",
-    "price",
-    "tax",
-    "tags",
-    "version",
-    "created_at",
-    "updated_at",
-)
 
 
 async def insert_many(session: AsyncSession, owner_id: int, items: Sequence[ItemCreate]) -> int:
     """Add validated items to the owner's catalog in a few statements, in the session's
     transaction: the items, their tag rows and the owner's count. Returns how many.
 
-    PostgreSQL takes the ids from the sequence in one query and the rows by COPY (several times
-    faster than an INSERT per row); the other databases get one multi-row INSERT ... RETURNING
-    per few hundred rows. Either way the ids come back in input order, for the tag rows."""
+    PostgreSQL takes them in one statement with the rows as arrays, which also writes the tag
+    rows from the new items' ids on the server; the other databases get a multi-row
+    INSERT ... RETURNING (per few hundred rows) and one for the tags."""
     if not items:
         return 0
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
-        ids = await _copy_items(session, owner_id, items, now)
+        await session.execute(
+            _INSERT_ITEMS_AND_TAGS,
+            {
+                "owner_id": owner_id,
+                "now": now,
+                "names": [item.name for item in items],
+                "descriptions": [item.description for item in items],
+                "prices": [item.price for item in items],
+                "taxes": [item.tax for item in items],
+                "tags": [join_tags(item.tags) for item in items],
+            },
+        )
     else:
-        ids = await _insert_items_returning(session, owner_id, items, now)
-    tag_rows = [
-        (item_id, tag, owner_id)
-        for item_id, item in zip(ids, items, strict=True)
-        for tag in item.tags
-    ]
-    if tag_rows:
-        if session.get_bind().dialect.name == "postgresql":
-            await _copy_rows(session, "item_tags", ("item_id", "tag", "owner_id"), tag_rows)
-        else:
-            await session.execute(
-                insert(_ITEM_TAGS),
-                [{"item_id": row[0], "tag": row[1], "owner_id": row[2]} for row in tag_rows],
-            )
+        await _insert_items_returning(session, owner_id, items, now)
     await add_to_count(session, owner_id, len(items))
     return len(items)
 
 
+# One round trip for a chunk of items and their tags; unnest keeps the statement (and its plan)
+# the same whatever the number of rows.
+_INSERT_ITEMS_AND_TAGS = text(
+    """
+    WITH new_items AS (
+        INSERT INTO items (owner_id, name, description, price, tax, tags, version,
+                           created_at, updated_at)
+        SELECT :owner_id, t.name, t.description, t.price, t.tax, t.tags, 1, :now, :now
+        FROM unnest(CAST(:names AS text[]), CAST(:descriptions AS text[]),
+                    CAST(:prices AS numeric[]), CAST(:taxes AS numeric[]),
+                    CAST(:tags AS text[])) AS t(name, description, price, tax, tags)
+        RETURNING id, tags
+    )
+    INSERT INTO item_tags (item_id, tag, owner_id)
+    SELECT new_items.id, tag, :owner_id
+    FROM new_items, unnest(string_to_array(new_items.tags, ';')) AS tag
+    """
+).bindparams(
+    bindparam("owner_id", type_=Integer),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("names", type_=postgresql.ARRAY(String)),
+    bindparam("descriptions", type_=postgresql.ARRAY(String)),
+    bindparam("prices", type_=postgresql.ARRAY(Numeric(12, 2))),
+    bindparam("taxes", type_=postgresql.ARRAY(Numeric(5, 2))),
+    bindparam("tags", type_=postgresql.ARRAY(String)),
+)
+
+
 async def _insert_items_returning(
     session: AsyncSession, owner_id: int, items: Sequence[ItemCreate], now: datetime
-) -> list[int]:
+) -> None:
     result = await session.execute(
         insert(_ITEMS).returning(_ITEMS.c.id, sort_by_parameter_order=True),
         [
@@ -399,47 +414,13 @@ async def _insert_items_returning(
             for item in items
         ],
     )
-    return list(result.scalars().all())
-
-
-_NEXT_ITEM_IDS = text(
-    "SELECT nextval(pg_get_serial_sequence('items', 'id')) FROM generate_series(1, :count)"
-)
-
-
-async def _copy_items(
-    session: AsyncSession, owner_id: int, items: Sequence[ItemCreate], now: datetime
-) -> list[int]:
-    # The query also opens the transaction on the driver's connection, which COPY then joins.
-    ids = sorted((await session.execute(_NEXT_ITEM_IDS, {"count": len(items)})).scalars())
-    records = [
-        (
-            item_id,
-            owner_id,
-            item.name,
-            item.description,
-            item.price,
-            item.tax,
-            join_tags(item.tags),
-            1,
-            now,
-            now,
-        )
-        for item_id, item in zip(ids, items, strict=True)
+    tag_rows = [
+        {"item_id": item_id, "tag": tag, "owner_id": owner_id}
+        for item_id, item in zip(result.scalars(), items, strict=True)
+        for tag in item.tags
     ]
-    await _copy_rows(session, "items", _ITEM_COLUMNS, records)
-    return ids
-
-
-async def _copy_rows(
-    session: AsyncSession, table: str, columns: Sequence[str], records: list[tuple[Any, ...]]
-) -> None:
-    """COPY rows into a table on the session's own connection and transaction (PostgreSQL)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-        table, records=records, columns=list(columns)
-    )
+    if tag_rows:
+        await session.execute(insert(_ITEM_TAGS), tag_rows)
 
 
 # --- export -------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ import asyncio
 import codecs
 import contextlib
 import csv
+import io
 import uuid
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -87,12 +87,10 @@ def detect_format(content_type: str, filename: str) -> ImportFormat | None:
 # --- reading ---------------------------------------------------------------------------------
 
 
-async def _text_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
-    """The file's lines, each with its "\\n" kept (as `open(newline="")` gives them, so CSV sees
-    the line ends inside quoted fields), a batch per chunk read. UTF-8 only; a BOM is dropped."""
+async def _decoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The file as text, a piece per chunk read: UTF-8 only (a BOM is dropped), no NUL."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
     offset = 0
-    partial = ""
     async for chunk in chunks:
         nul = chunk.find(b"\x00")
         if nul >= 0:
@@ -104,71 +102,60 @@ async def _text_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
                 f"it is not UTF-8 text (an invalid byte near offset {offset + exc.start})"
             ) from None
         offset += len(chunk)
-        lines = (partial + text).split("\n")
-        partial = lines.pop()
-        if lines:
-            yield [line + "\n" for line in lines]
+        if text:
+            yield text
     try:
-        partial += decoder.decode(b"", final=True)
+        text = decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         raise UnreadableFile("it is not UTF-8 text (it ends inside a character)") from None
-    if partial:
-        yield [partial]
+    if text:
+        yield text
 
 
-class _NeedMoreLines(Exception):
-    pass
-
-
-class _LineFeed:
-    """The csv reader's input: the lines read so far. When they run out in the middle of a
-    record (a quoted field spanning chunks), the record's lines are put back to be parsed again
-    once more have arrived."""
-
-    def __init__(self) -> None:
-        self.lines: deque[str] = deque()
-        self.record: list[str] = []
-        self.at_end = False
-
-    def __iter__(self) -> "_LineFeed":
-        return self
-
-    def __next__(self) -> str:
-        if self.lines:
-            line = self.lines.popleft()
-            self.record.append(line)
-            return line
-        if self.at_end:
-            raise StopIteration
-        raise _NeedMoreLines
-
-    def take_complete_records(self, reader: Any) -> list[list[str]]:
-        records: list[list[str]] = []
-        while True:
-            self.record.clear()
-            try:
-                records.append(next(reader))
-            except _NeedMoreLines:
-                self.lines.extendleft(reversed(self.record))
-                return records
-            except StopIteration:
-                return records
-            except csv.Error as exc:
-                raise UnreadableFile(f"it is not valid CSV ({exc})") from None
-
-
-async def _csv_records(lines: AsyncIterator[list[str]]) -> AsyncIterator[list[list[str]]]:
-    feed = _LineFeed()
-    reader = csv.reader(feed)
-    async for batch in lines:
-        feed.lines.extend(batch)
-        records = feed.take_complete_records(reader)
+async def _csv_records(pieces: AsyncIterator[str]) -> AsyncIterator[list[list[str]]]:
+    """The records of CSV text arriving in pieces, a batch per piece. The csv module reads each
+    piece from a StringIO (in C, as from a file opened with newline=""); the last record of a
+    piece may go on in the next one (a row or a quoted newline split by the read), so it is
+    parsed again at the start of the next."""
+    carry = ""
+    async for piece in pieces:
+        records, carry = _complete_records(carry + piece, final=False)
         if records:
             yield records
-    feed.at_end = True
-    records = feed.take_complete_records(reader)
-    if records:
+    if carry:
+        records, _rest = _complete_records(carry, final=True)
         yield records
+
+
+def _complete_records(text: str, *, final: bool) -> tuple[list[list[str]], str]:
+    """The records of `text`, and the text of a last record that may be incomplete."""
+    source = io.StringIO(text, newline="")
+    reader = csv.reader(source)
+    records: list[list[str]] = []
+    end = len(text)
+    while True:
+        start = source.tell()
+        try:
+            record = next(reader)
+        except StopIteration:
+            return records, ""
+        except csv.Error as exc:
+            raise UnreadableFile(f"it is not valid CSV ({exc})") from None
+        if not final and source.tell() == end:
+            return records, text[start:]
+        records.append(record)
+
+
+async def _ndjson_lines(pieces: AsyncIterator[str]) -> AsyncIterator[list[str]]:
+    """The lines of NDJSON text arriving in pieces, a batch per piece."""
+    partial = ""
+    async for piece in pieces:
+        lines = (partial + piece).split("\n")
+        partial = lines.pop()
+        if lines:
+            yield lines
+    if partial:
+        yield [partial]
 
 
 def _describe(exc: ValidationError) -> str:
@@ -191,13 +178,13 @@ class _Rows(ABC):
 
 
 class _CsvRows(_Rows):
-    def __init__(self, lines: AsyncIterator[list[str]]) -> None:
-        self._lines = lines
+    def __init__(self, text: AsyncIterator[str]) -> None:
+        self._text = text
         self._columns: list[str] = []
 
     async def batches(self) -> AsyncIterator[list[Any]]:
         header_seen = False
-        async for records in _csv_records(self._lines):
+        async for records in _csv_records(self._text):
             if not header_seen:
                 self._columns = _check_header(records[0])
                 header_seen = True
@@ -237,11 +224,11 @@ def _check_header(header: list[str]) -> list[str]:
 
 
 class _NdjsonRows(_Rows):
-    def __init__(self, lines: AsyncIterator[list[str]]) -> None:
-        self._lines = lines
+    def __init__(self, text: AsyncIterator[str]) -> None:
+        self._text = text
 
     async def batches(self) -> AsyncIterator[list[Any]]:
-        async for lines in self._lines:
+        async for lines in _ndjson_lines(self._text):
             yield lines
 
     def parse(self, row: Any) -> ItemCreate | None:
@@ -271,8 +258,8 @@ async def _open_rows(
     except BlobMissing:
         raise UnreadableFile("its content is missing from storage") from None
     try:
-        lines = _text_lines(chunks)
-        yield _CsvRows(lines) if file_format is ImportFormat.csv else _NdjsonRows(lines)
+        text = _decoded(chunks)
+        yield _CsvRows(text) if file_format is ImportFormat.csv else _NdjsonRows(text)
     finally:
         close = getattr(chunks, "aclose", None)
         if close is not None:
