@@ -11,6 +11,7 @@ BENCHMARKS = [
     "files",
     "http_protocol",
     "jobs_latency",
+    "jobs_import",
 ]
 
 

@@ -323,6 +323,36 @@ def test_rows_split_across_reads_are_put_back_together(
     ]
 
 
+@pytest.mark.parametrize("size", [1, 5])
+def test_ndjson_lines_split_across_reads_are_put_back_together(
+    client: TestClient, alice: dict[str, str], size: int
+) -> None:
+    content = (
+        '\ufeff{"name": "Ünïcode ☕", "price": "3", "tags": ["café"]}\r\n'
+        '{"name": "Last", "description": "€ and 😀", "price": "1"}'
+    ).encode()
+    storage = TinyChunks(client.app.state.file_storage, size)  # type: ignore[attr-defined]
+    file_id = upload(client, alice, content, "items.jsonl", "application/octet-stream")
+    result = import_file(client, alice, file_id, storage=storage)
+
+    assert result["imported"] == 2
+    assert [fields(item) for item in all_items(client, alice)["items"]] == [
+        ("Ünïcode ☕", None, "3.00", "0.00", ["café"]),
+        ("Last", "€ and 😀", "1.00", "0.00", []),
+    ]
+
+
+def test_csv_with_old_mac_line_ends_is_read(client: TestClient, alice: dict[str, str]) -> None:
+    content = b'name,description,price\rLamp,"two\rlines",5\rChair,,6\r'
+    result = import_file(client, alice, upload(client, alice, content))
+
+    assert result["imported"] == 2
+    assert [fields(item)[:3] for item in all_items(client, alice)["items"]] == [
+        ("Lamp", "two\rlines", "5.00"),
+        ("Chair", None, "6.00"),
+    ]
+
+
 def test_csv_columns_may_be_left_out_or_reordered_and_export_columns_are_ignored(
     client: TestClient, alice: dict[str, str]
 ) -> None:
