@@ -499,6 +499,19 @@ def test_a_cancel_stops_after_the_chunk_and_reports_what_it_kept(
     assert total(client, alice) == 1000
 
 
+def test_the_counting_pass_reports_in_and_a_cancel_there_imports_nothing(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    file_id = upload(client, alice, numbered_csv(12_000))
+    recorder = ChunkRecorder(cancel_after=1)
+    with pytest.raises(JobCancelled) as cancelled:
+        import_file(client, alice, file_id, recorder=recorder)
+
+    assert recorder.calls == [({}, 0, None)]
+    assert cancelled.value.result == {"imported": 0, "error_count": 0, "errors": []}
+    assert total(client, alice) == 0
+
+
 # --- files that cannot be imported --------------------------------------------------------------
 
 

@@ -378,17 +378,21 @@ async def _scan(
     and, in strict mode, every row's errors. A file that cannot be read fails here."""
     errors = _Errors()
     rows = 0
+    report_at = SCAN_REPORT_ROWS
     async with _open_rows(ctx.storage, file, file_format) as source:
         async for batch in source.batches():
-            for row in batch:
-                rows += 1
-                if strict:
+            if not strict:
+                rows += len(batch)
+            else:
+                for row in batch:
+                    rows += 1
                     _parse(source.parse, row, rows, errors)
-                if rows % SCAN_REPORT_ROWS == 0:
-                    async with ctx.sessionmaker() as session:
-                        await ctx.commit_chunk(
-                            session, checkpoint=ctx.checkpoint, done=0, total=None
-                        )
+                    if rows % CHUNK_ROWS == 0:
+                        await asyncio.sleep(0)  # the worker's other tasks run meanwhile
+            if rows >= report_at:
+                report_at = rows + SCAN_REPORT_ROWS
+                async with ctx.sessionmaker() as session:
+                    await ctx.commit_chunk(session, checkpoint=ctx.checkpoint, done=0, total=None)
     if errors.count:
         noun = "row is" if errors.count == 1 else "rows are"
         raise JobFailed(
