@@ -342,14 +342,15 @@ async def insert_many(session: AsyncSession, owner_id: int, items: Sequence[Item
     transaction: the items, their tag rows and the owner's count. Returns how many.
 
     PostgreSQL takes them in one statement with the rows as arrays, which also writes the tag
-    rows from the new items' ids on the server; the other databases get a multi-row
-    INSERT ... RETURNING (per few hundred rows) and one for the tags."""
+    rows from the new items' ids and adds them to the count (as add_to_count does), all on the
+    server; the other databases get a multi-row INSERT ... RETURNING (per few hundred rows),
+    one for the tags and add_to_count."""
     if not items:
         return 0
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(
-            _INSERT_ITEMS_AND_TAGS,
+            _INSERT_ITEMS_TAGS_AND_COUNT,
             {
                 "owner_id": owner_id,
                 "now": now,
@@ -362,13 +363,13 @@ async def insert_many(session: AsyncSession, owner_id: int, items: Sequence[Item
         )
     else:
         await _insert_items_returning(session, owner_id, items, now)
-    await add_to_count(session, owner_id, len(items))
+        await add_to_count(session, owner_id, len(items))
     return len(items)
 
 
-# One round trip for a chunk of items and their tags; unnest keeps the statement (and its plan)
-# the same whatever the number of rows.
-_INSERT_ITEMS_AND_TAGS = text(
+# One round trip for a chunk of items, their tags and the count; unnest keeps the statement
+# (and its plan) the same whatever the number of rows.
+_INSERT_ITEMS_TAGS_AND_COUNT = text(
     """
     WITH new_items AS (
         INSERT INTO items (owner_id, name, description, price, tax, tags, version,
@@ -378,10 +379,14 @@ _INSERT_ITEMS_AND_TAGS = text(
                     CAST(:prices AS numeric[]), CAST(:taxes AS numeric[]),
                     CAST(:tags AS text[])) AS t(name, description, price, tax, tags)
         RETURNING id, tags
+    ), new_tags AS (
+        INSERT INTO item_tags (item_id, tag, owner_id)
+        SELECT new_items.id, tag, :owner_id
+        FROM new_items, unnest(string_to_array(new_items.tags, ';')) AS tag
     )
-    INSERT INTO item_tags (item_id, tag, owner_id)
-    SELECT new_items.id, tag, :owner_id
-    FROM new_items, unnest(string_to_array(new_items.tags, ';')) AS tag
+    INSERT INTO item_counts (owner_id, total)
+    SELECT :owner_id, count(*) FROM new_items
+    ON CONFLICT (owner_id) DO UPDATE SET total = item_counts.total + excluded.total
     """
 ).bindparams(
     bindparam("owner_id", type_=Integer),
