@@ -184,7 +184,7 @@ def test_progress_is_committed_per_batch_and_the_result_with_the_file(
     result = export(client, alice, {"format": "ndjson", "q": None, "tag": []}, recorder)
 
     assert recorder.progress == [(1000, 2500), (2000, 2500), (2500, 2500), (2500, 2500)]
-    assert [checkpoint for checkpoint, _, _ in recorder.calls[:3]] == [{}, {}, {}]
+    assert [list(checkpoint) for checkpoint, _, _ in recorder.calls[:3]] == [["writing"]] * 3
     assert recorder.saved == {"result": result}
 
 
@@ -200,6 +200,27 @@ def test_a_rerun_after_the_file_was_recorded_returns_it_again(
 
     assert [file["id"] for file in files_of(client, alice)] == [result["file_id"]]
     assert result["rows"] == 10
+
+
+def test_a_rerun_deletes_the_blob_a_crashed_run_finished_but_did_not_record(
+    client: TestClient, alice: dict[str, str], settings: Settings
+) -> None:
+    seed(client, alice, 10)
+    app: FastAPI = client.app  # type: ignore[assignment]
+
+    async def leftover() -> str:
+        writer = await app.state.file_storage.open_write()
+        await writer.write(b"the bytes of an export whose worker was killed")
+        key: str = (await writer.finish()).key
+        return key
+
+    key = run_in_app(client, leftover)
+    params = {"format": "csv", "q": None, "tag": []}
+    result = export(client, alice, params, checkpoint={"writing": key})
+
+    assert [file["id"] for file in files_of(client, alice)] == [result["file_id"]]
+    assert len(blobs_on_disk(settings)) == 1
+    assert not any(path.name == key for path in blobs_on_disk(settings))
 
 
 def test_an_empty_export_is_an_empty_file(client: TestClient, alice: dict[str, str]) -> None:

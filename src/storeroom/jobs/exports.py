@@ -24,10 +24,15 @@ async def run_export(ctx: JobContext) -> dict[str, Any]:
     """Stream the export (the bytes of GET /api/v1/items/export) into storage, reporting
     progress per batch of items, then record the file and the job's result in one transaction.
     Nothing is resumed: a rerun starts again, and a run that fails or is cancelled before that
-    last commit leaves no file behind. A rerun after it finds the result in the checkpoint."""
+    last commit leaves no file behind. A rerun after it finds the result in the checkpoint.
+    The progress commits name the blob being written, so a rerun after a crash that left it
+    complete but unrecorded deletes it (an incomplete one is the storage sweep's)."""
     saved = ctx.checkpoint.get("result")
     if saved is not None:
         return dict(saved)
+    abandoned = ctx.checkpoint.get("writing")
+    if abandoned:
+        await ctx.storage.delete(abandoned)
     export_format, filters = _export_options(ctx)
     async with ctx.sessionmaker() as session:
         engine = session.bind
@@ -84,7 +89,10 @@ async def _write(
             if count:
                 async with ctx.sessionmaker() as session:
                     await ctx.commit_chunk(
-                        session, checkpoint={}, done=rows, total=max(total, rows)
+                        session,
+                        checkpoint={"writing": writer.key},
+                        done=rows,
+                        total=max(total, rows),
                     )
     finally:
         await batches.aclose()
