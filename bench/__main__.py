@@ -12,6 +12,8 @@ BENCHMARKS = [
     "http_protocol",
     "database_liveness",
     "login_storm",
+    "jobs_latency",
+    "jobs_import",
 ]
 
 

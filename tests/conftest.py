@@ -35,6 +35,8 @@ T = TypeVar("T")
 # A test run builds hundreds of apps in one process; freezing each one's startup objects out of
 # the garbage collector would keep them all alive.
 os.environ.setdefault("STOREROOM_GC_FREEZE", "false")
+# Apps under test start no job worker of their own; tests/jobs starts real ones as it needs them.
+os.environ.setdefault("STOREROOM_EMBEDDED_WORKER", "false")
 
 SERVICES_MODE = os.environ.get("STOREROOM_TEST_SERVICES", "").strip().lower()
 SERVER_URLS = {

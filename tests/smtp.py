@@ -101,12 +101,15 @@ class SmtpServer:
             warnings.simplefilter("ignore", UserWarning)
             return SMTP(_Collector(self.inbox), **options)
 
-    def start(self) -> "SmtpServer":
+    def start(self, port: int = 0) -> "SmtpServer":
+        """Listen on `port` (0: any free one)."""
         self._thread.start()
 
         async def listen() -> asyncio.Server:
             implicit_tls = self.tls_context if self.security is SmtpSecurity.ssl else None
-            return await self._loop.create_server(self._protocol, "127.0.0.1", 0, ssl=implicit_tls)
+            return await self._loop.create_server(
+                self._protocol, "127.0.0.1", port, ssl=implicit_tls
+            )
 
         self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(5)
         self.port = self._server.sockets[0].getsockname()[1]

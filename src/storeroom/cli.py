@@ -1,4 +1,4 @@
-"""The `storeroom` command: serve, migrate, create-superuser, files verify."""
+"""The `storeroom` command: serve, worker, migrate, create-superuser, files verify."""
 
 import asyncio
 import logging
@@ -59,6 +59,55 @@ def serve(
         http=HeadLimitedHttpToolsProtocol,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Jobs run at once (worker processes).")
+    ] = 2,
+    hostname: Annotated[
+        str | None, typer.Option(help="Node name, e.g. jobs1@%h (default celery@<host>).")
+    ] = None,
+    exit_with_parent: Annotated[bool, typer.Option(hidden=True)] = False,
+) -> None:
+    """Run background jobs (a Celery worker on STOREROOM_BROKER_URL)."""
+    from storeroom.jobs.celery_app import create_celery
+
+    settings = _settings_or_exit()
+    configure_logging(settings.log_level)
+    if exit_with_parent:
+        _exit_with_parent()
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--loglevel={settings.log_level.upper()}",
+        # Jobs need none of the cluster chatter (and on the filesystem broker it is files).
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    create_celery(settings).worker_main(argv)
+
+
+def _exit_with_parent() -> None:
+    """The embedded worker stops (warm shutdown) when the `serve` that started it is gone,
+    even if that one was killed."""
+    import os
+    import signal
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="storeroom-parent-watch", daemon=True).start()
 
 
 @app.command()

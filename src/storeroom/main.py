@@ -32,6 +32,9 @@ from storeroom.files.storage import create_storage
 from storeroom.health.router import router as health_router
 from storeroom.idempotency import service as idempotency_service
 from storeroom.items.router import router as items_router
+from storeroom.jobs.celery_app import CeleryJobQueue, create_celery
+from storeroom.jobs.router import router as jobs_router
+from storeroom.jobs.supervisor import embedded_worker
 from storeroom.notifications.senders import create_sender
 from storeroom.users.router import router as users_router
 
@@ -82,10 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 idempotency_service.expired_key_sweeper(
                     app.state.sessionmaker, lambda: app.state.clock()
                 ),
+                embedded_worker(settings) as app.state.job_worker,
             ):
                 yield
         finally:
             try:
+                app.state.job_queue.close()
                 await app.state.login_limiter.close()
                 await engine.dispose()
             finally:
@@ -103,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.file_storage = create_storage(settings)
     app.state.clock = utcnow
+    app.state.job_queue = CeleryJobQueue(create_celery(settings))  # connects on first send
 
     app.include_router(health_router)  # first: probes are hit often and must match fast
     # Domain routers hang directly off the app (no intermediate /api/v1 router): FastAPI walks
@@ -115,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_keys_router,
         items_router,
         files_router,
+        jobs_router,
     ):
         app.include_router(
             domain_router, prefix=API_PREFIX, responses=error_responses(400, 422, 503)

@@ -6,6 +6,7 @@ from storeroom.core.db import Base
 from storeroom.files.models import StoredFile
 from storeroom.idempotency.models import IdempotencyKey
 from storeroom.items.models import Item, ItemCount, ItemTag
+from storeroom.jobs.models import Job
 from storeroom.users.models import User
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Item",
     "ItemCount",
     "ItemTag",
+    "Job",
     "LoginFailure",
     "RateLimitLock",
     "RefreshToken",

@@ -24,6 +24,7 @@ ACCOUNT_TABLES = {
     "api_keys",
     "refresh_tokens",
     "idempotency_keys",
+    "jobs",
 }
 
 
@@ -59,7 +60,8 @@ def rows_of(client: TestClient, user_id: int) -> dict[str, list[tuple[Any, ...]]
 
 def fill_account(client: TestClient, headers: dict[str, str], label: str) -> int:
     """Something in every table: items with tags (one created under an idempotency key),
-    files (one attached), an API key and the refresh token of the login that made `headers`."""
+    files (one attached), an API key, a job and the refresh token of the login that made
+    `headers`."""
     first = client.post(
         "/api/v1/items",
         json={"name": f"{label} lamp", "price": "12.00", "tags": ["home", label]},
@@ -70,6 +72,10 @@ def fill_account(client: TestClient, headers: dict[str, str], label: str) -> int
     uploaded(client, headers, f"{label} notes".encode())
     key = client.post("/api/v1/users/me/api-keys", json={"name": "script"}, headers=headers)
     assert key.status_code == 201, key.text
+    job = client.post(
+        "/api/v1/jobs", json={"type": "export_items", "format": "csv"}, headers=headers
+    )
+    assert job.status_code == 202, job.text
     user_id: int = first["owner_id"]
     return user_id
 

@@ -162,6 +162,28 @@ class Settings(BaseSettings):
     docs_persist_authorization: bool = False
     # How long the first response to an Idempotency-Key is kept and replayed to retries.
     idempotency_hours: int = Field(default=24, ge=1)
+    # Background jobs. The broker carries "run job X" messages; the job rows are the truth.
+    # filesystem:// is the embedded default (folders under <data dir>/broker/, one host);
+    # amqp://... (RabbitMQ) or redis://... for workers on several hosts.
+    broker_url: str = "filesystem://"
+    # How often an idle worker looks for new messages on the filesystem broker.
+    broker_polling_interval_seconds: float = Field(default=0.1, gt=0)
+    # The queue jobs are sent to (deployments sharing one broker use different names).
+    job_queue: str = Field(default="storeroom", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    # `storeroom serve` on the filesystem broker also runs one worker process.
+    embedded_worker: bool = True
+    # A worker holds a job for this long, renewing it while it runs; when a worker dies, its
+    # jobs are sent again once their lease has run out.
+    job_lease_seconds: float = Field(default=30, gt=0)
+    # How often each worker looks for jobs whose lease ran out, and for finished jobs past
+    # their retention.
+    job_sweep_interval_seconds: float = Field(default=10, gt=0)
+    # A job still queued after this long is sent again (its message may have been lost).
+    job_requeue_seconds: float = Field(default=600, gt=0)
+    # A job whose worker died this many times is failed instead of sent again.
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_soft_time_limit_seconds: float = Field(default=3600, gt=0)
+    job_retention_days: int = Field(default=30, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -194,6 +216,14 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def has_embedded_broker(self) -> bool:
+        return self.broker_url.partition("://")[0] == "filesystem"
 
     @property
     def is_sqlite(self) -> bool:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from storeroom.core.config import Settings
 from storeroom.core.paths import private_sqlite_database, sqlite_file
@@ -154,16 +154,20 @@ _CLOSED_CHECKS = {"asyncpg": _asyncpg_closed, "aiomysql": _aiomysql_closed}
 UNWRAPPED_DRIVER_ERRORS: tuple[type[Exception], ...] = (pymysql.err.Error,)
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     """One pool per process, sized by `database_pool_size` on every backend (plus as many again
     under bursts). No request holds more than one of its connections at a time, so a burst
-    larger than the pool queues for connections instead of deadlocking on them."""
+    larger than the pool queues for connections instead of deadlocking on them.
+    `pooled=False` opens a connection per session and keeps none: for a short-lived event
+    loop (a job in a worker process), whose connections must not outlive it."""
     url = settings.database_url
-    pool = {
+    pool: dict[str, Any] = {
         "pool_size": settings.database_pool_size,
         "max_overflow": settings.database_pool_size,
         "pool_timeout": settings.database_pool_timeout_seconds,
     }
+    if not pooled:
+        pool = {"poolclass": NullPool}
     if settings.is_sqlite:
         private_sqlite_database(url)
         # A file database gets a pool like any other (SQLAlchemy's own default is 5 + 10);
@@ -175,7 +179,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             url, **pool, pool_pre_ping=settings.database_pre_ping, pool_recycle=3600
         )
         closed = _CLOSED_CHECKS.get(engine.dialect.driver)
-        if closed is not None:
+        if closed is not None and pooled:
             event.listen(
                 engine.sync_engine.pool, "checkout", _discard_connections_closed_by_server(closed)
             )

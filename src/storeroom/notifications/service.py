@@ -80,6 +80,37 @@ def password_reset_email(settings: Settings, to: str, reset_url: str) -> EmailMe
     )
 
 
+def job_finished_email(
+    settings: Settings,
+    to: str,
+    *,
+    what: str,
+    outcome: str,
+    job_id: str,
+    done: int,
+    total: int | None,
+    counts: list[tuple[str, int]],
+    error: str | None,
+    file_id: str | None,
+) -> EmailMessage:
+    """How a background job ended: its counts, its error, and for an export the file's link."""
+    file_url = f"{settings.public_url}/api/v1/files/{file_id}/content" if file_id else None
+    return compose(
+        settings,
+        to=to,
+        subject=f"Your {what} {outcome}",
+        template="job_finished",
+        what=what,
+        outcome=outcome,
+        job_url=f"{settings.public_url}/api/v1/jobs/{job_id}",
+        done=done,
+        total=total,
+        counts=counts,
+        error=error,
+        file_url=file_url,
+    )
+
+
 async def deliver(
     sender: EmailSender, kind: str, to: str, build: Callable[[], EmailMessage]
 ) -> None:

@@ -19,6 +19,7 @@ from storeroom.core.security import hash_password
 from storeroom.files import service as files_service
 from storeroom.idempotency.models import IdempotencyKey
 from storeroom.items import service as items_service
+from storeroom.jobs.models import Job
 from storeroom.users.exceptions import (
     CannotDeleteSelf,
     CannotDemoteSelf,
@@ -176,10 +177,10 @@ async def update_admin(
 
 async def delete(session: AsyncSession, user: User) -> list[str]:
     """Delete the account and everything it owns, in the session's transaction: its items
-    (with their tags and count), file rows, API keys, refresh tokens and idempotency keys, each
-    explicitly (SQLite
-    honours ON DELETE CASCADE only where PRAGMA foreign_keys is on). Returns the storage keys
-    of its files, whose bytes the caller removes once this is committed
+    (with their tags and count), file rows, API keys, refresh tokens, idempotency keys and
+    jobs, each explicitly (SQLite honours ON DELETE CASCADE only where PRAGMA foreign_keys is
+    on). Returns the storage keys of its files, whose bytes the caller removes once this is
+    committed
     (`files_service.remove_blobs`).
 
     The account's row is locked first, as an upload locks it before recording a file, so no
@@ -193,6 +194,7 @@ async def delete(session: AsyncSession, user: User) -> list[str]:
         delete_rows(ApiKey).where(ApiKey.user_id == user.id),
         delete_rows(RefreshToken).where(RefreshToken.user_id == user.id),
         delete_rows(IdempotencyKey).where(IdempotencyKey.user_id == user.id),
+        delete_rows(Job).where(Job.owner_id == user.id),
         delete_rows(User).where(User.id == user.id),
     ):
         await session.execute(statement.execution_options(synchronize_session=False))

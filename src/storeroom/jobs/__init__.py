@@ -1,0 +1,1 @@
+"""Background jobs: rows that say what is running, and the Celery tasks that run them."""
