@@ -32,7 +32,14 @@ def test_every_get_resource_answers_head_with_the_same_status_and_headers_and_no
         headers={**admin, "Content-Type": MULTIPART},
     )
     assert upload.status_code == 201, upload.text
-    names = {"item_id": item["id"], "file_id": upload.json()["id"], "user_id": item["owner_id"]}
+    job = client.post("/api/v1/jobs", json={"type": "export_items", "format": "csv"}, headers=admin)
+    assert job.status_code == 202, job.text
+    names = {
+        "item_id": item["id"],
+        "file_id": upload.json()["id"],
+        "user_id": item["owner_id"],
+        "job_id": job.json()["id"],
+    }
     paths = get_paths(client)
     assert len(paths) >= 16
     for template in paths:
