@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from storeroom.core.errors import Conflict, NotFound
+from storeroom.core.errors import Conflict, DomainError, NotFound
 
 
 class JobNotFound(NotFound):
@@ -13,6 +13,12 @@ class JobNotFound(NotFound):
 class JobFinished(Conflict):
     code = "job_finished"
     detail = "The job has already finished"
+
+
+class JobQueueUnavailable(DomainError):
+    status_code = 503
+    code = "job_queue_unavailable"
+    detail = "The job could not be queued (the broker is unreachable); it was marked failed"
 
 
 class JobCancelled(Exception):

@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storeroom.core.config import Settings
 from storeroom.core.db import utcnow
-from storeroom.core.errors import DomainError
 from storeroom.core.pagination import PageParams
 from storeroom.files import service as files_service
 from storeroom.files.storage import Storage
@@ -35,6 +34,7 @@ from storeroom.jobs.exceptions import (
     JobFailed,
     JobFinished,
     JobNotFound,
+    JobQueueUnavailable,
     LeaseLost,
 )
 from storeroom.jobs.models import FINISHED, UNFINISHED, Job, JobStatus, JobType
@@ -59,12 +59,6 @@ class JobQueue(Protocol):
     async def send(self, job_id: uuid.UUID) -> None: ...
 
     async def send_notification(self, job_id: uuid.UUID) -> None: ...
-
-
-class JobQueueUnavailable(DomainError):
-    status_code = 503
-    code = "job_queue_unavailable"
-    detail = "The job could not be queued (the broker is unreachable); it was marked failed"
 
 
 # --- the API side --------------------------------------------------------------------------
@@ -278,11 +272,11 @@ async def run(env: WorkerEnv, job_id: uuid.UUID, lease_owner: str) -> None:
         )
         return
     publish_job_event(job)
-    run = _Run(env, job, lease_owner, lease)
-    status, result, error = await run.execute()
+    claimed_run = _Run(env, job, lease_owner, lease)
+    status, result, error = await claimed_run.execute()
     if status is None:
         return  # another worker holds the job now
-    if await run.finish(status, result, error):
+    if await claimed_run.finish(status, result, error):
         await _send_notification(env.queue, job.id)
 
 
