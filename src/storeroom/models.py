@@ -2,6 +2,7 @@
 
 from storeroom.auth.api_keys.models import ApiKey
 from storeroom.auth.models import LoginFailure, RateLimitLock, RefreshToken, RequestHit
+from storeroom.auth.sessions.models import WebSession
 from storeroom.core.db import Base
 from storeroom.files.models import StoredFile
 from storeroom.idempotency.models import IdempotencyKey
@@ -23,4 +24,5 @@ __all__ = [
     "RequestHit",
     "StoredFile",
     "User",
+    "WebSession",
 ]

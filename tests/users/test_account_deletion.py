@@ -25,6 +25,7 @@ ACCOUNT_TABLES = {
     "refresh_tokens",
     "idempotency_keys",
     "jobs",
+    "web_sessions",
 }
 
 

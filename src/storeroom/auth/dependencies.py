@@ -1,5 +1,6 @@
 """Auth: the dependencies routers declare to require a caller, whatever credential it sends
-(a Bearer access token, HTTP Basic email and password, or an X-API-Key)."""
+(a Bearer access token, HTTP Basic email and password, an X-API-Key, or the web UI's session
+cookie)."""
 
 import base64
 import binascii
@@ -16,6 +17,9 @@ from storeroom.auth.api_keys import service as api_keys_service
 from storeroom.auth.exceptions import InsufficientScope, InvalidCredentials, NotAuthenticated
 from storeroom.auth.rate_limit import LoginLimiter
 from storeroom.auth.schemas import Scope
+from storeroom.auth.sessions import service as sessions_service
+from storeroom.auth.sessions.exceptions import CsrfRejected
+from storeroom.core.config import Settings
 from storeroom.core.db import DbReader, DbSession
 from storeroom.core.dependencies import AppSettings, client_ip, current_time
 from storeroom.core.errors import PermissionDenied
@@ -110,7 +114,51 @@ async def current_credential(
             now=await current_time(request),
         )
         return Credential(user, Scope.write)
+    cookie = request.cookies.get(sessions_service.SESSION_COOKIE)
+    if cookie:
+        # A browser sends the cookie with requests other sites make it send: a change made
+        # with it must prove it comes from our own pages. The other credentials are never sent
+        # by a browser on its own, so they need no such proof.
+        if request.method not in SAFE_METHODS:
+            check_csrf(request, cookie, settings)
+        now = await current_time(request)
+        return Credential(await sessions_service.authenticate(reader, cookie, now=now), Scope.write)
     raise NotAuthenticated()
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def own_origins(request: HTTPConnection, settings: Settings) -> set[str]:
+    """The origins our pages are served from: the public URL's, and the one this request was
+    addressed to (the same, unless the service is reached under another name too)."""
+    origins = {f"{request.url.scheme}://{request.url.netloc}".lower()}
+    public = sessions_service.origin_of(settings.public_url)
+    if public is not None:
+        origins.add(public)
+    return origins
+
+
+def check_csrf(
+    request: HTTPConnection, cookie: str, settings: Settings, *, form_token: str | None = None
+) -> None:
+    """Refuse (403) a state-changing request made with the session cookie unless it carries
+    the session's CSRF token (the X-CSRF-Token header, or a form's csrf_token field) and comes
+    from our own origin."""
+    presented = request.headers.get(sessions_service.CSRF_HEADER) or form_token
+    if not sessions_service.csrf_token_valid(cookie, presented, settings):
+        raise CsrfRejected()
+    check_origin(request, settings)
+
+
+def check_origin(request: HTTPConnection, settings: Settings) -> None:
+    """Refuse (403) a request whose Origin (or, without one, Referer) is not ours."""
+    if not sessions_service.from_own_origin(
+        request.headers.get("Origin"),
+        request.headers.get("Referer"),
+        own_origins(request, settings),
+    ):
+        raise CsrfRejected()
 
 
 CurrentCredential = Annotated[Credential, Depends(current_credential)]

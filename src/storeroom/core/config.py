@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     access_token_minutes: int = Field(default=30, ge=1)
     refresh_token_days: int = Field(default=14, ge=1)
+    # How long a web UI sign-in (its session cookie) lasts.
+    session_days: int = Field(default=14, ge=1)
     public_url: str = "http://127.0.0.1:8000"
     email_backend: EmailBackend = EmailBackend.outbox
     email_from: str = "Storeroom <storeroom@localhost>"
@@ -212,6 +214,11 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'storeroom.db'}"
         self.database_url = async_database_url(self.database_url)
         return self
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are marked Secure when users reach the service over HTTPS."""
+        return self.public_url.lower().startswith("https://")
 
     @property
     def outbox_dir(self) -> Path:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from storeroom.auth.api_keys.models import ApiKey
 from storeroom.auth.models import RefreshToken
 from storeroom.auth.rate_limit import LoginLimiter, RequestLimit, user_key
+from storeroom.auth.sessions.models import WebSession
 from storeroom.core.config import Settings
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import hash_password
@@ -177,10 +178,10 @@ async def update_admin(
 
 async def delete(session: AsyncSession, user: User) -> list[str]:
     """Delete the account and everything it owns, in the session's transaction: its items
-    (with their tags and count), file rows, API keys, refresh tokens, idempotency keys and
-    jobs, each explicitly (SQLite honours ON DELETE CASCADE only where PRAGMA foreign_keys is
-    on). Returns the storage keys of its files, whose bytes the caller removes once this is
-    committed
+    (with their tags and count), file rows, API keys, refresh tokens, web sessions,
+    idempotency keys and jobs, each explicitly (SQLite honours ON DELETE CASCADE only where
+    PRAGMA foreign_keys is on). Returns the storage keys of its files, whose bytes the caller
+    removes once this is committed
     (`files_service.remove_blobs`).
 
     The account's row is locked first, as an upload locks it before recording a file, so no
@@ -193,6 +194,7 @@ async def delete(session: AsyncSession, user: User) -> list[str]:
     for statement in (
         delete_rows(ApiKey).where(ApiKey.user_id == user.id),
         delete_rows(RefreshToken).where(RefreshToken.user_id == user.id),
+        delete_rows(WebSession).where(WebSession.user_id == user.id),
         delete_rows(IdempotencyKey).where(IdempotencyKey.user_id == user.id),
         delete_rows(Job).where(Job.owner_id == user.id),
         delete_rows(User).where(User.id == user.id),

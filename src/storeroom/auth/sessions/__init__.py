@@ -1,0 +1,1 @@
+"""Browser sessions: the cookie the web UI signs in with."""
