@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from storeroom import __version__
 from storeroom.auth.api_keys.router import router as api_keys_router
@@ -37,6 +37,8 @@ from storeroom.jobs.router import router as jobs_router
 from storeroom.jobs.supervisor import embedded_worker
 from storeroom.notifications.senders import create_sender
 from storeroom.users.router import router as users_router
+from storeroom.web.rendering import STATIC_DIR
+from storeroom.web.router import router as web_router
 
 logger = logging.getLogger("storeroom")
 
@@ -49,7 +51,9 @@ background jobs, notifications, live events and exports.
 Authenticate with **Authorize**, with any of: `Authorization: Bearer <token>` from
 `POST /api/v1/auth/token` (email as `username`; renew it at `POST /api/v1/auth/refresh`),
 `Authorization: Basic base64(email:password)`, or `X-API-Key: sr_...` from
-`POST /api/v1/users/me/api-keys`. Every error has the body `{"detail", "code", "errors"?}`.
+`POST /api/v1/users/me/api-keys`. The web UI's session cookie works too (state-changing
+requests with it need its `X-CSRF-Token` and a same-origin `Origin`). Every error has the body
+`{"detail", "code", "errors"?}`.
 """
 
 
@@ -127,11 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             domain_router, prefix=API_PREFIX, responses=error_responses(400, 422, 503)
         )
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs", status_code=307)
-
-    install_docs(app, settings)
+    app.include_router(web_router)  # the pages: /, /login, /app, ...
+    install_docs(app, settings)  # mounts /static/docs, which must come before /static
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     document_credential_errors(app)
     install_cors(app, settings.cors_origins)

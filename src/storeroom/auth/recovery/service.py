@@ -91,25 +91,41 @@ async def request_reset(
     mailer.send_password_reset(user.email, reset_url(settings, create_reset_token(user, settings)))
 
 
-async def reset_password(
-    session: AsyncSession, token: str, new_password: str, settings: Settings
-) -> User:
-    key = settings.signing_key()
+def _reset_claims(token: str, settings: Settings) -> dict[str, Any]:
     try:
-        claims = decode_token(token, key=key, expected_type=RESET_TOKEN)
+        return decode_token(token, key=settings.signing_key(), expected_type=RESET_TOKEN)
     except TokenExpiredError as exc:
         raise ResetTokenExpired() from exc
     except TokenError as exc:
         raise InvalidResetToken() from exc
-    # Hashed before the session is used: its connection is not held while the hash is made.
-    new_hash = await hash_password(new_password)
+
+
+async def _user_of_reset(session: AsyncSession, claims: dict[str, Any], settings: Settings) -> User:
     user = await _user_for(session, claims)
     if (
         user is None
         or not user.is_active
-        or not hmac.compare_digest(str(claims.get("fp", "")), _fingerprint(user, key))
+        or not hmac.compare_digest(
+            str(claims.get("fp", "")), _fingerprint(user, settings.signing_key())
+        )
     ):
         raise InvalidResetToken()
+    return user
+
+
+async def check_reset_token(session: AsyncSession, token: str, settings: Settings) -> User:
+    """The account a reset token would reset now, or the error the reset would raise: lets the
+    page a reset link opens say at once that the link was used or has expired."""
+    return await _user_of_reset(session, _reset_claims(token, settings), settings)
+
+
+async def reset_password(
+    session: AsyncSession, token: str, new_password: str, settings: Settings
+) -> User:
+    claims = _reset_claims(token, settings)
+    # Hashed before the session is used: its connection is not held while the hash is made.
+    new_hash = await hash_password(new_password)
+    user = await _user_of_reset(session, claims, settings)
     # Compare-and-set on the old hash: of two requests racing with one token, only one wins.
     result = cast(
         CursorResult[Any],

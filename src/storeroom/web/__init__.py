@@ -1,0 +1,1 @@
+"""The web UI: server-rendered pages that call the same services as the API."""
