@@ -87,11 +87,14 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve(workdir: Path, env: dict[str, str], *args: str) -> Iterator[ServeProcess]:
+def serve(
+    workdir: Path, env: dict[str, str], *args: str, port: int | None = None
+) -> Iterator[ServeProcess]:
     """Start `storeroom serve` in `workdir` (no stray .env) with `env` on top of the test
     defaults, and wait until it answers. Its output goes to `workdir/serve.log`. In its own
-    session, so a test may signal its whole process group, as a service manager does."""
-    port = free_port()
+    session, so a test may signal its whole process group, as a service manager does. `port`
+    is for a server that must know its own address beforehand (its public URL)."""
+    port = port or free_port()
     log = workdir / "serve.log"
     with log.open("wb") as log_file:
         process = subprocess.Popen(
