@@ -6,12 +6,28 @@ import re
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from storeroom.core.config import Settings
 from tests.asgi import call
 from tests.conftest import register
 from tests.files.conftest import MULTIPART, multipart_body
+from tests.web.sessions import reset_token
 
 # Pages outside the API's schema that a browser or a probe may HEAD.
-PAGES = ["/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"]
+PAGES = [
+    "/",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+    "/login",
+    "/register",
+    "/forgot-password",
+    "/reset-password?token={reset_token}",
+    "/app",
+    "/app/password",
+    "/static/app.css",
+    "/static/app.js",
+]
 
 
 def get_paths(client: TestClient) -> list[str]:
@@ -21,7 +37,7 @@ def get_paths(client: TestClient) -> list[str]:
 
 
 def test_every_get_resource_answers_head_with_the_same_status_and_headers_and_no_body(
-    client: TestClient, admin: dict[str, str]
+    client: TestClient, admin: dict[str, str], settings: Settings
 ) -> None:
     item = client.post(
         "/api/v1/items", json={"name": "Lamp", "price": "12.00", "tags": ["a"]}, headers=admin
@@ -39,6 +55,7 @@ def test_every_get_resource_answers_head_with_the_same_status_and_headers_and_no
         "file_id": upload.json()["id"],
         "user_id": item["owner_id"],
         "job_id": job.json()["id"],
+        "reset_token": reset_token(client, settings, "admin@example.com"),
     }
     paths = get_paths(client)
     assert len(paths) >= 16

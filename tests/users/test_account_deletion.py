@@ -61,8 +61,8 @@ def rows_of(client: TestClient, user_id: int) -> dict[str, list[tuple[Any, ...]]
 
 def fill_account(client: TestClient, headers: dict[str, str], label: str) -> int:
     """Something in every table: items with tags (one created under an idempotency key),
-    files (one attached), an API key, a job and the refresh token of the login that made
-    `headers`."""
+    files (one attached), an API key, a job, a web session and the refresh token of the login
+    that made `headers` (the account is `<label>@example.com`)."""
     first = client.post(
         "/api/v1/items",
         json={"name": f"{label} lamp", "price": "12.00", "tags": ["home", label]},
@@ -77,6 +77,14 @@ def fill_account(client: TestClient, headers: dict[str, str], label: str) -> int
         "/api/v1/jobs", json={"type": "export_items", "format": "csv"}, headers=headers
     )
     assert job.status_code == 202, job.text
+    signed_in = client.post(
+        "/login",
+        data={"email": f"{label}@example.com", "password": PASSWORD},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    client.cookies.clear()  # the session's row is what counts here; requests use `headers`
     user_id: int = first["owner_id"]
     return user_id
 
