@@ -30,10 +30,11 @@ def test_readyz_is_ready_on_a_migrated_database(client: TestClient) -> None:
     }
 
 
-def test_root_redirects_to_the_docs(client: TestClient) -> None:
+def test_root_redirects_to_the_web_ui_and_its_footer_links_the_docs(client: TestClient) -> None:
     response = client.get("/", follow_redirects=False)
     assert response.status_code == 307
-    assert response.headers["location"] == "/docs"
+    assert response.headers["location"] == "/app"
+    assert '<a href="/docs">' in client.get("/login").text
     assert client.get("/docs").status_code == 200
     assert "/api/v1/auth/token" in client.get("/openapi.json").json()["paths"]
 
