@@ -16,6 +16,8 @@ from storeroom.auth.rate_limit import LoginLimiter, RequestLimit, user_key
 from storeroom.core.config import Settings
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import hash_password
+from storeroom.events import service as events_service
+from storeroom.events.models import Event, EventCounter
 from storeroom.files import service as files_service
 from storeroom.idempotency.models import IdempotencyKey
 from storeroom.items import service as items_service
@@ -108,6 +110,7 @@ async def create(session: AsyncSession, data: UserCreate, *, is_superuser: bool 
     user = User(email=data.email, hashed_password=hashed_password, is_superuser=is_superuser)
     session.add(user)
     await _flush_unique_email(session)
+    await events_service.start_log(session, user.id)
     return user
 
 
@@ -195,6 +198,8 @@ async def delete(session: AsyncSession, user: User) -> list[str]:
         delete_rows(RefreshToken).where(RefreshToken.user_id == user.id),
         delete_rows(IdempotencyKey).where(IdempotencyKey.user_id == user.id),
         delete_rows(Job).where(Job.owner_id == user.id),
+        delete_rows(Event).where(Event.owner_id == user.id),
+        delete_rows(EventCounter).where(EventCounter.owner_id == user.id),
         delete_rows(User).where(User.id == user.id),
     ):
         await session.execute(statement.execution_options(synchronize_session=False))
