@@ -26,6 +26,10 @@ from storeroom.core.requests import (
     RequestContextMiddleware,
 )
 from storeroom.core.security import stop_hashing_pool
+from storeroom.core.server import on_shutdown
+from storeroom.events.hub import Hub
+from storeroom.events.log import create_event_log, session_info
+from storeroom.events.router import router as events_router
 from storeroom.files import service as files_service
 from storeroom.files.router import router as files_router
 from storeroom.files.storage import create_storage
@@ -72,8 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.email_sender = create_sender(settings)
         engine = create_engine(settings)
         app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
         app.state.reader = create_reader(engine)
+        event_log = create_event_log(settings, app.state.reader)
+        app.state.sessionmaker = create_sessionmaker(engine, info=session_info(event_log))
+        app.state.event_hub = Hub(event_log, settings.event_buffer_events)
         app.state.login_limiter = create_login_limiter(settings, app.state.sessionmaker)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         if settings.gc_freeze:
@@ -90,8 +96,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     app.state.sessionmaker, lambda: app.state.clock()
                 ),
                 embedded_worker(settings) as app.state.job_worker,
+                app.state.event_hub.running() as hub,
             ):
-                yield
+                forget = on_shutdown(hub.close_all)
+                try:
+                    yield
+                finally:
+                    forget()
         finally:
             try:
                 app.state.job_queue.close()
@@ -126,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items_router,
         files_router,
         jobs_router,
+        events_router,
     ):
         app.include_router(
             domain_router, prefix=API_PREFIX, responses=error_responses(400, 422, 503)

@@ -25,6 +25,8 @@ ACCOUNT_TABLES = {
     "refresh_tokens",
     "idempotency_keys",
     "jobs",
+    "events",
+    "event_counters",
     "web_sessions",
 }
 

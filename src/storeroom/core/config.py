@@ -186,6 +186,22 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(default=3, ge=1)
     job_soft_time_limit_seconds: float = Field(default=3600, gt=0)
     job_retention_days: int = Field(default=30, ge=1)
+    # Live events (GET /api/v1/events). Each user's log keeps the last `event_retention` events
+    # and none older than `event_retention_hours`: a client reconnecting with an older
+    # Last-Event-ID is told to refetch (a `reset` event).
+    event_retention: int = Field(default=1000, ge=1)
+    event_retention_hours: float = Field(default=24, gt=0)
+    # Without Redis, each API process reads new events from the database this often (and at
+    # once for the events it published itself).
+    event_poll_interval_seconds: float = Field(default=0.05, gt=0)
+    # A comment line this often keeps idle streams open through proxies.
+    event_keepalive_seconds: float = Field(default=15, gt=0)
+    # The `retry:` a stream tells clients to wait before reconnecting.
+    event_retry_ms: int = Field(default=2000, ge=0)
+    # Events held for one client that reads too slowly; past this it gets a `reset` and is
+    # disconnected. A client that takes no bytes at all for event_send_timeout_seconds is cut.
+    event_buffer_events: int = Field(default=1000, ge=1)
+    event_send_timeout_seconds: float = Field(default=30, gt=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

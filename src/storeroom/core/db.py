@@ -1,6 +1,6 @@
 """The database room: engine, the per-request session, the declarative Base."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from storeroom.core.config import Settings
@@ -188,8 +188,55 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     return engine
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+class StoreroomSession(Session):
+    """Sessions that can run work after their transaction commits (see `after_commit`)."""
+
+
+_PENDING = "storeroom.after_commit"
+_READY = "storeroom.committed"
+
+
+@event.listens_for(StoreroomSession, "after_commit")
+def _transaction_committed(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        session.info.setdefault(_READY, []).extend(pending)
+
+
+@event.listens_for(StoreroomSession, "after_rollback")
+def _transaction_rolled_back(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def create_sessionmaker(
+    engine: AsyncEngine, *, info: dict[str, Any] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """`info` is given to every session (e.g. where its events go: see events/log.py)."""
+    return async_sessionmaker(
+        engine,
+        expire_on_commit=False,
+        autoflush=False,
+        sync_session_class=StoreroomSession,
+        info=info or {},
+    )
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[None]]) -> None:
+    """Run `callback` once the session's current transaction has committed through `commit`
+    below (which every code path that commits such work uses); never if it rolls back."""
+    session.info.setdefault(_PENDING, []).append(callback)
+
+
+def awaiting_commit(session: AsyncSession) -> list[Callable[[], Awaitable[None]]]:
+    """The callbacks registered in the session's current transaction."""
+    pending: list[Callable[[], Awaitable[None]]] = session.info.get(_PENDING, [])
+    return pending
+
+
+async def commit(session: AsyncSession) -> None:
+    await session.commit()
+    for callback in session.info.pop(_READY, ()):
+        await callback()
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -205,7 +252,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
         else:
             if session.in_transaction():  # a request that never touched the database skips it
-                await session.commit()
+                await commit(session)
 
 
 DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,6 +1,10 @@
-"""The HTTP protocol of `storeroom serve`: uvicorn's httptools one, with limits on request heads."""
+"""The HTTP protocol of `storeroom serve`: uvicorn's httptools one, with limits on request heads
+and a signal to the app when the server begins its graceful shutdown."""
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -13,6 +17,34 @@ from storeroom.core.config import get_settings
 _TOO_LARGE_BODY = orjson.dumps(
     {"detail": "Request header fields too large", "code": "request_header_fields_too_large"}
 )
+
+
+logger = logging.getLogger("storeroom")
+
+# Called once when the server starts shutting down, before it waits for open connections:
+# what never ends by itself (an event stream) ends then, so the process exits in time.
+_shutdown_callbacks: list[Callable[[], None]] = []
+
+
+def on_shutdown(callback: Callable[[], None]) -> Callable[[], None]:
+    """Register `callback`; returns the function that unregisters it."""
+    _shutdown_callbacks.append(callback)
+
+    def forget() -> None:
+        with contextlib.suppress(ValueError):
+            _shutdown_callbacks.remove(callback)
+
+    return forget
+
+
+def _shutting_down() -> None:
+    callbacks = list(_shutdown_callbacks)
+    _shutdown_callbacks.clear()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            logger.exception("a shutdown callback failed")
 
 
 class _HeadTooLarge(Exception):
@@ -90,6 +122,10 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self._reject_head()
         else:
             super().send_400_response(msg)
+
+    def shutdown(self) -> None:
+        _shutting_down()  # uvicorn calls this on every open connection; the first one counts
+        super().shutdown()
 
     def _reject_head(self) -> None:
         self.logger.warning("Request header fields too large; connection closed.")

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storeroom.core.errors import Unauthorized
 from storeroom.core.pagination import PageParams
+from storeroom.events import service as events_service
+from storeroom.events.service import EventType
 from storeroom.files.downloads import DownloadPlan
 from storeroom.files.exceptions import (
     FileContentMissing,
@@ -26,6 +28,7 @@ from storeroom.files.exceptions import (
 from storeroom.files.models import StoredFile
 from storeroom.files.multipart import PartEnd, PartStart, iter_parts
 from storeroom.files.naming import normalize_content_type, sanitize_filename
+from storeroom.files.schemas import FileRead
 from storeroom.files.storage import BlobInfo, BlobMissing, BlobWriter, Storage, StoredBlob
 from storeroom.items import service as items_service
 from storeroom.items.exceptions import ItemNotFound
@@ -202,6 +205,9 @@ async def _record(
     await session.flush()
     if await bytes_used(session, owner_id) > limits.quota_bytes:
         raise QuotaExceeded()
+    await events_service.record(
+        session, owner_id, EventType.file_created, FileRead.model_validate(file)
+    )
     return file
 
 
@@ -268,6 +274,9 @@ async def delete(session: AsyncSession, file: StoredFile) -> None:
         await items_service.touch(session, file.item_id, file.owner_id)
     await session.delete(file)
     await session.flush()
+    await events_service.record(
+        session, file.owner_id, EventType.file_deleted, {"id": str(file.id)}
+    )
 
 
 async def delete_all_of_owner(session: AsyncSession, owner_id: int) -> list[str]:

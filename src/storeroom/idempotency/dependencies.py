@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storeroom.auth.dependencies import CurrentUser
-from storeroom.core.db import DbSession
+from storeroom.core.db import DbSession, commit
 from storeroom.core.dependencies import AppSettings, Now
 from storeroom.idempotency import service as idempotency_service
 from storeroom.idempotency.exceptions import IdempotencyKeyInProgress
@@ -88,7 +88,7 @@ class _Pending:
             await idempotency_service.release(self.session, self.claim)
         # Committed here rather than by the session dependency, which would commit the same
         # transaction a moment later: a commit that fails here still frees the key.
-        await self.session.commit()
+        await commit(self.session)
 
     async def abandon(self) -> None:
         """Roll the request back and free the key, on the same session (no second connection

@@ -33,12 +33,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from storeroom.core.db import UTCDateTime, utcnow
 from storeroom.core.etags import VersionMatch
 from storeroom.core.pagination import PageParams
+from storeroom.events import service as events_service
+from storeroom.events.service import EventType
 from storeroom.items.exceptions import ItemChanged, ItemNotFound
 from storeroom.items.models import Item, ItemCount, ItemTag, join_tags, split_tags
 from storeroom.items.schemas import (
     CSV_COLUMNS,
     ExportFormat,
     ItemCreate,
+    ItemRead,
     ItemSort,
     ItemUpdate,
     csv_text_cell,
@@ -123,6 +126,9 @@ async def create(session: AsyncSession, owner_id: int, data: ItemCreate) -> Item
     await session.flush()
     await _write_tags(session, item.id, owner_id, data.tags)
     await add_to_count(session, owner_id, 1)
+    await events_service.record(
+        session, owner_id, EventType.item_created, ItemRead.model_validate(item)
+    )
     return item
 
 
@@ -295,6 +301,9 @@ async def update_item(
         await session.execute(delete(ItemTag).where(ItemTag.item_id == item.id))
         await _write_tags(session, item.id, item.owner_id, tags)
     await session.refresh(item)
+    await events_service.record(
+        session, item.owner_id, EventType.item_updated, ItemRead.model_validate(item)
+    )
     return item
 
 
@@ -320,6 +329,7 @@ async def delete_item(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise ItemChanged()
     await add_to_count(session, item.owner_id, -1)
+    await events_service.record(session, item.owner_id, EventType.item_deleted, {"id": item.id})
     session.expunge(item)
 
 

@@ -1,21 +1,26 @@
-"""Jobs: the one place every status or progress change of a job goes through."""
+"""Jobs: the one place every status or progress change of a job is published, as a live event
+for its owner (see events/): recorded in the transaction that makes the change."""
 
-import logging
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from storeroom.jobs.models import Job
+from storeroom.events import service as events_service
+from storeroom.events.service import EventType
+from storeroom.jobs.models import Job, JobStatus
+from storeroom.jobs.schemas import JobRead
 
-logger = logging.getLogger("storeroom.jobs.events")
+_EVENT_OF_STATUS = {
+    JobStatus.queued: EventType.job_queued,
+    JobStatus.running: EventType.job_progress,
+    JobStatus.succeeded: EventType.job_succeeded,
+    JobStatus.failed: EventType.job_failed,
+    JobStatus.cancelled: EventType.job_cancelled,
+}
 
 
-def publish_job_event(job: Job) -> None:
-    """Called after each change of a job's status or progress is committed. The live-events
-    issue connects this to Server-Sent Events; for now it is a debug log line."""
-    logger.debug(
-        "job %s (%s, owner %s): %s %s/%s",
-        job.id,
-        job.type,
-        job.owner_id,
-        job.status,
-        job.progress_done,
-        "?" if job.progress_total is None else job.progress_total,
-    )
+def event_type(job: Job) -> EventType:
+    return _EVENT_OF_STATUS[JobStatus(job.status)]
+
+
+async def record_job_event(session: AsyncSession, job: Job) -> None:
+    """Call in the transaction that changes the job, with `job` as it will be once committed."""
+    await events_service.record(session, job.owner_id, event_type(job), JobRead.model_validate(job))

@@ -23,12 +23,12 @@ from sqlalchemy import CursorResult, Result, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storeroom.core.config import Settings
-from storeroom.core.db import utcnow
+from storeroom.core.db import commit, utcnow
 from storeroom.core.pagination import PageParams
 from storeroom.files import service as files_service
 from storeroom.files.storage import Storage
 from storeroom.jobs.context import JobContext
-from storeroom.jobs.events import publish_job_event
+from storeroom.jobs.events import record_job_event
 from storeroom.jobs.exceptions import (
     JobCancelled,
     JobFailed,
@@ -88,8 +88,9 @@ async def create(
         lease_expires_at=now + timedelta(seconds=settings.job_requeue_seconds),
     )
     session.add(job)
-    await session.commit()
-    publish_job_event(job)
+    await session.flush()
+    await record_job_event(session, job)
+    await commit(session)
     try:
         await queue.send(job.id)
     except Exception as exc:
@@ -98,8 +99,9 @@ async def create(
         job.error = "The job could not be queued: the broker was unreachable."
         job.finished_at = utcnow()
         job.lease_expires_at = None
-        await session.commit()
-        publish_job_event(job)
+        await session.flush()
+        await record_job_event(session, job)
+        await commit(session)
         raise JobQueueUnavailable() from exc
     return job
 
@@ -166,15 +168,16 @@ async def cancel(session: AsyncSession, queue: JobQueue, job: Job) -> Job:
                 .execution_options(synchronize_session=False)
             )
         )
+    await session.refresh(job)
+    if stopped or flagged:
+        await record_job_event(session, job)
     # Committed here rather than by the request's session: the worker and the email task read
     # the row as soon as they are told.
-    await session.commit()
-    await session.refresh(job)
+    await commit(session)
     if not (stopped or flagged):
         if job.is_finished:  # it finished before the cancel arrived
             raise JobFinished()
         return await cancel(session, queue, job)  # it changed state meanwhile: look again
-    publish_job_event(job)
     if stopped:
         await _send_notification(queue, job.id)
     return job
@@ -257,8 +260,10 @@ async def run(env: WorkerEnv, job_id: uuid.UUID, lease_owner: str) -> None:
     lease = timedelta(seconds=env.settings.job_lease_seconds)
     async with env.sessionmaker() as session:
         claimed = await claim(session, job_id, lease_owner, lease=lease)
-        await session.commit()
         job = await session.get(Job, job_id)
+        if claimed and job is not None:
+            await record_job_event(session, job)
+        await commit(session)
     if job is None:
         logger.info("job %s no longer exists; nothing to run", job_id)
         return
@@ -271,7 +276,6 @@ async def run(env: WorkerEnv, job_id: uuid.UUID, lease_owner: str) -> None:
             job.lease_expires_at,
         )
         return
-    publish_job_event(job)
     claimed_run = _Run(env, job, lease_owner, lease)
     status, result, error = await claimed_run.execute()
     if status is None:
@@ -388,11 +392,12 @@ class _Run:
         cancel_requested = await session.scalar(
             select(Job.cancel_requested).where(Job.id == self.job.id)
         )
-        await session.commit()
         self.job.progress_done = done
         self.job.progress_total = total
         self.job.checkpoint = checkpoint
-        publish_job_event(self.job)
+        self.job.cancel_requested = bool(cancel_requested)
+        await record_job_event(session, self.job)
+        await commit(session)
         if cancel_requested:
             raise JobCancelled()
 
@@ -439,13 +444,14 @@ class _Run:
                 )
                 .execution_options(synchronize_session=False)
             )
-            await session.commit()
+            if _rowcount(outcome):
+                job = self.job
+                job.status, job.result, job.error, job.finished_at = status, result, error, now
+                await record_job_event(session, job)
+            await commit(session)
         if not _rowcount(outcome):
             logger.warning("job %s: lease lost before it could be marked %s", self.job.id, status)
             return False
-        job = self.job
-        job.status, job.result, job.error, job.finished_at = status, result, error, now
-        publish_job_event(job)
         return True
 
 
@@ -516,13 +522,15 @@ async def sweep(env: WorkerEnv) -> SweepReport:
                 .values(lease_owner=None, **values)
                 .execution_options(synchronize_session=False)
             )
-            await session.commit()
             if not _rowcount(changed):
+                await commit(session)
                 continue
             job = await session.get(Job, job_id)
+            if job is not None:
+                await record_job_event(session, job)
+            await commit(session)
         if job is None:
             continue
-        publish_job_event(job)
         if job.status == JobStatus.queued:
             report.requeued += 1
             logger.info("job %s: lease ran out (%s), sent again", job_id, status)

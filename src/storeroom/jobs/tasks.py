@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from celery.exceptions import SoftTimeLimitExceeded
 
 from storeroom.core.db import create_engine, create_sessionmaker
+from storeroom.events.log import create_event_log, session_info
 from storeroom.files.storage import create_storage
 from storeroom.jobs import service as jobs_service
 from storeroom.notifications.senders import create_sender
@@ -34,15 +35,19 @@ async def _worker_env(app: "StoreroomCelery") -> AsyncIterator[jobs_service.Work
 
     settings = app.settings
     engine = create_engine(settings, pooled=False)
+    event_log = create_event_log(settings)  # appends only: the API processes read it
     try:
         yield jobs_service.WorkerEnv(
             settings=settings,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=create_sessionmaker(engine, info=session_info(event_log)),
             storage=create_storage(settings),
             queue=CeleryJobQueue(app),
         )
     finally:
-        await engine.dispose()
+        try:
+            await event_log.close()
+        finally:
+            await engine.dispose()
 
 
 def _in_worker_env(

@@ -17,6 +17,8 @@ from storeroom.auth.sessions.models import WebSession
 from storeroom.core.config import Settings
 from storeroom.core.pagination import PageParams
 from storeroom.core.security import hash_password
+from storeroom.events import service as events_service
+from storeroom.events.models import Event, EventCounter
 from storeroom.files import service as files_service
 from storeroom.idempotency.models import IdempotencyKey
 from storeroom.items import service as items_service
@@ -109,6 +111,7 @@ async def create(session: AsyncSession, data: UserCreate, *, is_superuser: bool 
     user = User(email=data.email, hashed_password=hashed_password, is_superuser=is_superuser)
     session.add(user)
     await _flush_unique_email(session)
+    await events_service.start_log(session, user.id)
     return user
 
 
@@ -197,6 +200,8 @@ async def delete(session: AsyncSession, user: User) -> list[str]:
         delete_rows(WebSession).where(WebSession.user_id == user.id),
         delete_rows(IdempotencyKey).where(IdempotencyKey.user_id == user.id),
         delete_rows(Job).where(Job.owner_id == user.id),
+        delete_rows(Event).where(Event.owner_id == user.id),
+        delete_rows(EventCounter).where(EventCounter.owner_id == user.id),
         delete_rows(User).where(User.id == user.id),
     ):
         await session.execute(statement.execution_options(synchronize_session=False))

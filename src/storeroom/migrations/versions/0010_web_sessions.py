@@ -1,7 +1,7 @@
 """Create web_sessions: the web UI's sign-ins, found by the hash of their cookie.
 
 Revision ID: 0010_web_sessions
-Revises: 0008_jobs
+Revises: 0009_events
 Create Date: 2026-12-02
 """
 
@@ -13,8 +13,7 @@ from alembic import op
 from storeroom.core.db import UTCDateTime
 
 revision: str = "0010_web_sessions"
-# 0009_events is not on main yet; the merge points this at it.
-down_revision: str | Sequence[str] | None = "0008_jobs"
+down_revision: str | Sequence[str] | None = "0009_events"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -490,7 +490,12 @@
 
   function followEvents(url) {
     events = new EventSource(url);
-    const onJob = (event) => renderJob(JSON.parse(event.data));
+    // Each event's data is an envelope {id, type, created_at, data}: the job is its `data`.
+    const payload = (event) => {
+      const body = JSON.parse(event.data);
+      return body && body.type && body.data ? body.data : body;
+    };
+    const onJob = (event) => renderJob(payload(event));
     for (const type of ["queued", "progress", "succeeded", "failed", "cancelled"]) {
       events.addEventListener(`job.${type}`, onJob);
     }
