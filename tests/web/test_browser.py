@@ -118,6 +118,8 @@ def _csv(rows: int) -> bytes:
 
 def test_upload_a_csv_and_import_it_with_live_progress(tab: Tab) -> None:
     page = tab.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(f"{request.method} {request.url}"))
     register(page, unique_email("import"))
     page.get_by_label("File to upload").set_input_files(
         files=[{"name": "stock.csv", "mimeType": "text/csv", "buffer": _csv(2500)}]
@@ -134,6 +136,9 @@ def test_upload_a_csv_and_import_it_with_live_progress(tab: Tab) -> None:
     expect(job.locator(".job-percent")).to_have_text("100 %")
     expect(job).to_contain_text("2500 items imported")
     expect(page.locator("#items-range")).to_have_text("1\N{EN DASH}20 of 2500")
+    # The progress came over the live events stream, not by polling the job.
+    assert any(line.endswith("/api/v1/events") for line in requested), requested
+    assert not [line for line in requested if re.search(r"GET .*/api/v1/jobs/[0-9a-f-]+$", line)]
     expect(page.locator("#items-body tr")).to_have_count(20)
     tab.screenshot(page, "dashboard-imported")
 

@@ -28,6 +28,9 @@ from storeroom.web.rendering import PageRoute, render
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
+# The dashboard follows its jobs live over this stream (and polls them while it is closed).
+EVENTS_URL = "/api/v1/events"
+
 FormText = Annotated[str, Form(max_length=4096)]
 
 # Messages a redirect may ask the next page to show, by name: no text travels in the URL.
@@ -283,7 +286,7 @@ async def dashboard(
             "user": visitor.user,
             "csrf_token": visitor.csrf_token,
             "notice": _notice(notice),
-            "events_url": _events_url(request),
+            "events_url": EVENTS_URL,
         },
     )
 
@@ -349,15 +352,3 @@ async def change_password(
 def _path_with_query(request: Request) -> str:
     query = request.url.query
     return request.url.path + (f"?{query}" if query else "")
-
-
-EVENTS_PATH = "/api/v1/events"
-
-
-def _events_url(request: Request) -> str | None:
-    """The live events stream, where this server has one: the dashboard follows jobs over it,
-    and polls them where it is missing."""
-    for route in request.app.router.routes:
-        if getattr(route, "path", None) == EVENTS_PATH:
-            return EVENTS_PATH
-    return None
