@@ -135,7 +135,9 @@ def test_an_id_older_than_the_log_gets_a_reset(
     assert [event.id for event in recent.take(2)] == ["63", "64"]
 
 
-def test_idle_streams_get_keep_alives(alice: dict[str, str], open_stream: type[EventStream]) -> None:
+def test_idle_streams_get_keep_alives(
+    alice: dict[str, str], open_stream: type[EventStream]
+) -> None:
     stream = open_stream(EVENTS, alice)
     stream.assert_quiet(1.0)
     assert stream.comments.count("keep-alive") >= 2
