@@ -31,9 +31,28 @@ PAGES = [
 
 
 def get_paths(client: TestClient) -> list[str]:
+    """Every GET but the event streams, whose GET never ends by itself (see below)."""
     app: FastAPI = client.app  # type: ignore[assignment]
-    paths = [path for path, operations in app.openapi()["paths"].items() if "get" in operations]
+    paths = [
+        path
+        for path, operations in app.openapi()["paths"].items()
+        if "get" in operations and not path.endswith("/events")
+    ]
     return paths + PAGES
+
+
+def test_head_of_an_event_stream_ends_after_its_head(
+    client: TestClient, alice: dict[str, str]
+) -> None:
+    job = client.post("/api/v1/jobs", json={"type": "export_items", "format": "csv"}, headers=alice)
+    assert job.status_code == 202, job.text
+    app: FastAPI = client.app  # type: ignore[assignment]
+    for path in ("/api/v1/events", f"/api/v1/jobs/{job.json()['id']}/events"):
+        head = call(client, "HEAD", path, alice)
+        assert head.status == 200, path
+        assert head.header("content-type") == "text/event-stream; charset=utf-8"
+        assert head.body == b""
+        assert app.state.event_hub.subscription_count == 0  # nothing left subscribed
 
 
 def test_every_get_resource_answers_head_with_the_same_status_and_headers_and_no_body(

@@ -13,6 +13,9 @@ from storeroom.events.log import EventLog, LoggedEvent, Order
 
 logger = logging.getLogger("storeroom.events")
 
+# How long the log's tail may take to finish its read when the app stops.
+_STOP_SECONDS = 2.0
+
 
 class Closed(StrEnum):
     disconnected = "disconnected"  # the client went away
@@ -122,7 +125,7 @@ class Hub:
                 subscription.close(reason)
 
     async def _run_tail(self) -> None:
-        while True:
+        while not self.closing:
             try:
                 await self.log.tail(self.deliver)
             except asyncio.CancelledError:
@@ -139,6 +142,9 @@ class Hub:
             yield self
         finally:
             self.close_all()
+            self.log.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._tail), _STOP_SECONDS)
             self._tail.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tail

@@ -93,7 +93,11 @@ class EventLog(Protocol):
 
     async def tail(self, deliver: Deliver) -> None:
         """Hand every event appended from now on, by any process, to `deliver`, in log order,
-        until cancelled."""
+        until cancelled or stopped."""
+
+    def stop(self) -> None:
+        """Ask `tail` to return soon (the app is stopping): cancelled mid-read, a database
+        connection could be left neither returned nor closed."""
 
     async def close(self) -> None: ...
 
@@ -130,6 +134,7 @@ class DatabaseEventLog:
         self._max_age = timedelta(hours=retention_hours)
         self._poll_interval = poll_interval_seconds
         self._wakeup = asyncio.Event()
+        self._stopping = False
 
     async def append(
         self, session: AsyncSession, owner_id: int, type_: str, data: str, created_at: datetime
@@ -200,11 +205,13 @@ class DatabaseEventLog:
         cursor = await self._start(engine)
         gaps: dict[int, float] = {}
         next_age_sweep = time.monotonic()
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
                     await self._wakeup.wait()
             self._wakeup.clear()
+            if self._stopping:
+                return
             try:
                 cursor = await self._read_new(engine, cursor, gaps, deliver)
                 if time.monotonic() >= next_age_sweep:
@@ -267,6 +274,10 @@ class DatabaseEventLog:
                 if not ids:
                     return
                 await connection.execute(delete(Event).where(Event.id.in_(ids)))
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
 
     async def close(self) -> None:
         return None
@@ -479,6 +490,9 @@ class RedisEventLog:
                     )
         finally:
             await redis.aclose()
+
+    def stop(self) -> None:
+        return None  # the blocking read holds no database connection: cancelling it is fine
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -3,14 +3,12 @@
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storeroom.core.db import Base, UTCDateTime, utcnow
+from storeroom.core.db import Base, utcnow
 
 # SQLite hands out increasing ids only to an INTEGER PRIMARY KEY (AUTOINCREMENT: never reused).
 EventId = BigInteger().with_variant(Integer(), "sqlite")
-Timestamp = UTCDateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 class Event(Base):
@@ -30,7 +28,8 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(32))
     # The event as its clients receive it, JSON encoded once when it is recorded.
     payload: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # Microseconds on MariaDB too (the migration's DATETIME(6)).
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class EventCounter(Base):

@@ -30,9 +30,14 @@ class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, body: AsyncIterator[bytes], subscription: Subscription, *, send_timeout: float
+        self,
+        body: AsyncIterator[bytes],
+        subscription: Subscription,
+        *,
+        send_timeout: float,
+        status_code: int = 200,  # FastAPI's OpenAPI reads the default status from here
     ) -> None:
-        self.status_code = 200
+        self.status_code = status_code
         self.background = None
         self.body_iterator = body
         self.subscription = subscription
