@@ -132,6 +132,21 @@ def test_the_public_urls_origin_is_ours_too(settings: Settings) -> None:
     assert created.status_code == 201
 
 
+def test_an_explicit_cors_origin_is_trusted_with_the_token_and_any_origin_is_not(
+    settings: Settings,
+) -> None:
+    for origins, status in ((["http://shop.example"], 201), (["*"], 403)):
+        with TestClient(
+            create_app(settings.model_copy(update={"cors_origins": origins}))
+        ) as client:
+            register(client, f"alice-{status}@example.com")
+            token = sign_in(client, f"alice-{status}@example.com")
+            response = client.post(
+                "/api/v1/items", json=LAMP, headers=with_token(token, "http://shop.example")
+            )
+        assert response.status_code == status, origins
+
+
 def test_a_cross_site_form_post_with_the_cookie_is_refused(client: TestClient) -> None:
     register(client, "alice@example.com")
     sign_in(client, "alice@example.com")

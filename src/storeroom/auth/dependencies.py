@@ -130,12 +130,15 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def own_origins(request: HTTPConnection, settings: Settings) -> set[str]:
-    """The origins our pages are served from: the public URL's, and the one this request was
-    addressed to (the same, unless the service is reached under another name too)."""
+    """The origins trusted to act with the session cookie: the public URL's, the one this
+    request was addressed to (the same, unless the service is reached under another name too),
+    and the explicit CORS origins, which are already trusted to call the API with credentials
+    (`*` never is)."""
     origins = {f"{request.url.scheme}://{request.url.netloc}".lower()}
-    public = sessions_service.origin_of(settings.public_url)
-    if public is not None:
-        origins.add(public)
+    for url in (settings.public_url, *settings.cors_origins):
+        origin = sessions_service.origin_of(url)
+        if origin is not None:
+            origins.add(origin)
     return origins
 
 
