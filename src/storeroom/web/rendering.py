@@ -63,11 +63,14 @@ def render(
 def render_error(
     request: Request, status_code: int, detail: str, headers: Mapping[str, str] | None = None
 ) -> Response:
-    title = HTTPStatus(status_code).phrase if status_code in HTTPStatus._value2member_map_ else ""
+    try:
+        title = HTTPStatus(status_code).phrase
+    except ValueError:
+        title = "Error"
     return render(
         request,
         "error.html",
-        {"title": title or "Error", "detail": detail, "status_code": status_code},
+        {"title": title, "detail": detail, "status_code": status_code},
         status_code=status_code,
         headers=headers,
     )
