@@ -410,7 +410,7 @@
     else $("jobs-list").prepend(row);
     $("jobs-empty").hidden = true;
     const justFinished = FINISHED.has(job.status) && !(previous && FINISHED.has(previous.status));
-    if (justFinished && previous) {
+    if (justFinished) {
       announce(`${jobTitle(job)} ${job.status}.`);
       if (job.type === "import_items") loadItems();
       else loadFiles();
@@ -444,8 +444,8 @@
       setError("jobs-error", error.message);
       return;
     }
-    jobs.delete(job.id);
-    renderJob(job);
+    // Its events may have overtaken this response: never show an older state over them.
+    if (!jobs.has(job.id)) renderJob(job);
     announce(`${jobTitle(job)} started.`);
     $("jobs").scrollIntoView({ block: "nearest" });
   }
