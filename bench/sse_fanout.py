@@ -76,6 +76,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _run_queue_seconds(pid: int) -> float:
+    """How long the process's main thread (the server's event loop) was runnable but waiting
+    for a CPU: on a shared machine, the part of the latency that is not the server's doing."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time used by every process on the machine (all cores), from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(ordered: list[float], fraction: float) -> float:
     """Nearest rank of an already sorted list."""
     rank = max(1, min(len(ordered), math.ceil(fraction * len(ordered))))
@@ -394,6 +407,10 @@ class Run:
     rss_after_kib: int = 0
     rss_peak_kib: int = 0
     server_cpu_seconds: float = 0.0
+    server_run_queue_seconds: float = 0.0
+    publisher_cpu_seconds: float = 0.0
+    machine_busy_seconds: float = 0.0
+    load_average: float = 0.0
     client_cpu_seconds: list[float] = field(default_factory=list)
     phase_seconds: float = 0.0
     stop_seconds: float = 0.0
@@ -597,10 +614,15 @@ def _measure(
     result.rss_connected_kib = _status_kib(server.pid, "VmRSS")
 
     cpu_before = _cpu_seconds(server.pid)
+    run_queue_before = _run_queue_seconds(server.pid)
+    publisher_cpu_before = _cpu_seconds(publisher.pid)
+    machine_before = _machine_busy_seconds()
     clients_cpu_before = [_cpu_seconds(client.pid) for client in clients]
     began = time.monotonic()
     _send_line(publisher, "go")
     published: list[list[float]] = _read_message(publisher, "publisher")["published"]
+    with contextlib.suppress(OSError):  # a zombie until waited for: its figures stay readable
+        result.publisher_cpu_seconds = _cpu_seconds(publisher.pid) - publisher_cpu_before
     result.publish_seconds = published[-1][1] - published[0][0] if published else 0.0
     result.commit_ms = [(committed - moment) * 1000 for moment, committed in published]
 
@@ -619,7 +641,11 @@ def _measure(
             seen = per_event.setdefault(int(number), [first, last, 0])
             seen[0], seen[1], seen[2] = min(seen[0], first), max(seen[1], last), seen[2] + count
     result.phase_seconds = time.monotonic() - began
+    publisher.wait(timeout=30)  # it ends by itself once it has closed its connections
     result.server_cpu_seconds = _cpu_seconds(server.pid) - cpu_before
+    result.server_run_queue_seconds = _run_queue_seconds(server.pid) - run_queue_before
+    result.machine_busy_seconds = _machine_busy_seconds() - machine_before
+    result.load_average = os.getloadavg()[0]
     result.client_cpu_seconds = [
         _cpu_seconds(client.pid) - before
         for client, before in zip(clients, clients_cpu_before, strict=True)
@@ -704,8 +730,22 @@ def report(result: Run) -> None:
         f"({result.server_cpu_seconds / result.phase_seconds:.0%} of a core)",
     )
     row(
-        "client processes' CPU over the same phase",
-        ", ".join(f"{seconds:.2f} s" for seconds in result.client_cpu_seconds),
+        "  server event loop runnable but waiting for a CPU",
+        f"{result.server_run_queue_seconds:.2f} s",
+    )
+    row(
+        "client processes' / publisher's CPU over the same phase",
+        ", ".join(f"{seconds:.2f} s" for seconds in result.client_cpu_seconds)
+        + f" / {result.publisher_cpu_seconds:.2f} s",
+    )
+    ours = result.server_cpu_seconds + sum(result.client_cpu_seconds)
+    ours += result.publisher_cpu_seconds
+    cores = os.cpu_count() or 1
+    row(
+        "machine: CPU used by everything / by other processes",
+        f"{result.machine_busy_seconds:.2f} s / {result.machine_busy_seconds - ours:.2f} s "
+        f"of {cores * result.phase_seconds:.2f} s ({cores} cores); "
+        f"load average {result.load_average:.2f}",
     )
     row("server stopped (SIGINT, clients gone) in", f"{result.stop_seconds:.2f} s")
     problems = result.server_log_problems
