@@ -453,9 +453,11 @@ class _Processes:
         return process
 
     def end_all(self) -> None:
+        """SIGTERM: the server shuts down gracefully (its streams end), the benchmark's own
+        processes at once (one waiting on its stdin in a thread would not exit on SIGINT)."""
         for process in reversed(self.started):
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.terminate()
         for process in reversed(self.started):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=20)
@@ -527,7 +529,7 @@ def run(backend: str, options: argparse.Namespace) -> Run:
             began = time.monotonic()
             processes.end_all()
             result.stop_seconds = time.monotonic() - began
-            if server.returncode not in (0, -signal.SIGINT):
+            if server.returncode not in (0, -signal.SIGTERM):
                 result.server_log_problems.append(f"exit code {server.returncode}")
             log = (Path(workdir) / "server.log").read_text(errors="replace").splitlines()
             result.server_log_problems += [line for line in log if line.strip()]
@@ -747,7 +749,7 @@ def report(result: Run) -> None:
         f"of {cores * result.phase_seconds:.2f} s ({cores} cores); "
         f"load average {result.load_average:.2f}",
     )
-    row("server stopped (SIGINT, clients gone) in", f"{result.stop_seconds:.2f} s")
+    row("server stopped (SIGTERM, clients gone) in", f"{result.stop_seconds:.2f} s")
     problems = result.server_log_problems
     row("server log lines (WARNING and above only)", str(len(problems)))
     for line in problems[:5]:
