@@ -55,7 +55,7 @@ TARGET_P99_MS = 100.0
 CONNECT_CONCURRENCY = 100  # connections being opened at once, per client process
 CONNECT_TIMEOUT_SECONDS = 120.0
 DRAIN_SECONDS = 10.0  # after the last event: how long clients may still wait for deliveries
-SETTLE_SECONDS = 1.0
+SETTLE_SECONDS = 2.0
 
 
 def _raise_fd_limit() -> None:
@@ -406,12 +406,14 @@ class Run:
     rss_connected_kib: int = 0
     rss_after_kib: int = 0
     rss_peak_kib: int = 0
+    idle_cpu_per_second: float = 0.0
     server_cpu_seconds: float = 0.0
     server_run_queue_seconds: float = 0.0
     publisher_cpu_seconds: float = 0.0
     machine_busy_seconds: float = 0.0
     load_average: float = 0.0
     client_cpu_seconds: list[float] = field(default_factory=list)
+    client_run_queue_seconds: list[float] = field(default_factory=list)
     phase_seconds: float = 0.0
     stop_seconds: float = 0.0
     server_log_problems: list[str] = field(default_factory=list)
@@ -612,7 +614,9 @@ def _measure(
         for reason, count in ready["failures"].items():
             result.connect_failures[reason] = result.connect_failures.get(reason, 0) + count
 
+    idle_cpu_before = _cpu_seconds(server.pid)
     time.sleep(SETTLE_SECONDS)
+    result.idle_cpu_per_second = (_cpu_seconds(server.pid) - idle_cpu_before) / SETTLE_SECONDS
     result.rss_connected_kib = _status_kib(server.pid, "VmRSS")
 
     cpu_before = _cpu_seconds(server.pid)
@@ -620,6 +624,7 @@ def _measure(
     publisher_cpu_before = _cpu_seconds(publisher.pid)
     machine_before = _machine_busy_seconds()
     clients_cpu_before = [_cpu_seconds(client.pid) for client in clients]
+    clients_run_queue_before = [_run_queue_seconds(client.pid) for client in clients]
     began = time.monotonic()
     _send_line(publisher, "go")
     published: list[list[float]] = _read_message(publisher, "publisher")["published"]
@@ -651,6 +656,10 @@ def _measure(
     result.client_cpu_seconds = [
         _cpu_seconds(client.pid) - before
         for client, before in zip(clients, clients_cpu_before, strict=True)
+    ]
+    result.client_run_queue_seconds = [
+        _run_queue_seconds(client.pid) - before
+        for client, before in zip(clients, clients_run_queue_before, strict=True)
     ]
     result.rss_after_kib = _status_kib(server.pid, "VmRSS")
     result.rss_peak_kib = _status_kib(server.pid, "VmHWM")
@@ -731,6 +740,13 @@ def report(result: Run) -> None:
         f"{result.server_cpu_seconds:.2f} s in {result.phase_seconds:.2f} s "
         f"({result.server_cpu_seconds / result.phase_seconds:.0%} of a core)",
     )
+    if result.latencies_ms:
+        per_delivery_us = result.server_cpu_seconds / len(result.latencies_ms) * 1e6
+        row("  server CPU per delivery", f"{per_delivery_us:.1f} us")
+    row(
+        "  server CPU with every client connected, no events",
+        f"{result.idle_cpu_per_second * 1000:.0f} ms per second",
+    )
     row(
         "  server event loop runnable but waiting for a CPU",
         f"{result.server_run_queue_seconds:.2f} s",
@@ -739,6 +755,10 @@ def report(result: Run) -> None:
         "client processes' / publisher's CPU over the same phase",
         ", ".join(f"{seconds:.2f} s" for seconds in result.client_cpu_seconds)
         + f" / {result.publisher_cpu_seconds:.2f} s",
+    )
+    row(
+        "  client processes runnable but waiting for a CPU",
+        ", ".join(f"{seconds:.2f} s" for seconds in result.client_run_queue_seconds),
     )
     ours = result.server_cpu_seconds + sum(result.client_cpu_seconds)
     ours += result.publisher_cpu_seconds
