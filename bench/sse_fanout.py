@@ -327,10 +327,10 @@ def _run_clients(options: argparse.Namespace) -> None:
     _raise_fd_limit()
     try:
         import uvloop
-
-        uvloop.run(_clients(options.port, options.clients, options.events))
     except ImportError:
         asyncio.run(_clients(options.port, options.clients, options.events))
+    else:
+        uvloop.run(_clients(options.port, options.clients, options.events))
 
 
 # --- the publisher --------------------------------------------------------------------------
@@ -695,8 +695,9 @@ def report(result: Run) -> None:
         f"{delivered:,}/{result.expected:,} ({delivered / result.expected:.2%})",
     )
     row(
-        "  duplicates / out of order / foreign / streams ended early",
-        f"{result.duplicates} / {result.out_of_order} / {result.foreign} / {result.closed_early}",
+        "  duplicates / out of order / foreign / ended early / short",
+        f"{result.duplicates} / {result.out_of_order} / {result.foreign} / "
+        f"{result.closed_early} / {result.incomplete}",
     )
     if result.latencies_ms:
         p99 = _percentile(sorted(result.latencies_ms), 0.99)
