@@ -17,6 +17,8 @@ logger = logging.getLogger("storeroom.events")
 
 # How long the log's tail may take to finish its read when the app stops.
 _STOP_SECONDS = 2.0
+# How long a new stream waits for the tail's first read (the database or Redis answering).
+_READY_SECONDS = 10.0
 
 
 class Closed(StrEnum):
@@ -133,6 +135,7 @@ class Hub:
         self._by_owner: dict[int, set[Subscription]] = {}
         self._tail: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._tail_ready = asyncio.Event()
         self.closing = False
 
     @property
@@ -145,6 +148,26 @@ class Hub:
             subscription.close(Closed.shutdown)
             return subscription
         self._by_owner.setdefault(owner_id, set()).add(subscription)
+        return subscription
+
+    async def open(self, owner_id: int) -> Subscription:
+        """Subscribe, with the log's tail running: every event committed from now on reaches
+        the subscription (a replay read after this covers what came before). The tail starts
+        with the first stream, so a process that never serves one never reads the log."""
+        subscription = self.subscribe(owner_id)
+        if self.closing:
+            return subscription  # already closed: the stream ends at once
+        if self._tail is None:
+            self._tail = asyncio.create_task(self._run_tail(), name="storeroom-events-tail")
+            self._ticker = asyncio.create_task(self._tick(), name="storeroom-events-ticker")
+        try:
+            async with asyncio.timeout(_READY_SECONDS):
+                await self._tail_ready.wait()
+        except TimeoutError:
+            logger.warning("the event log's tail is not reading yet; live events may be late")
+        except BaseException:
+            subscription.cancel()
+            raise
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -193,7 +216,7 @@ class Hub:
     async def _run_tail(self) -> None:
         while not self.closing:
             try:
-                await self.log.tail(self.deliver)
+                await self.log.tail(self.deliver, self._tail_ready.set)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -202,18 +225,18 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator["Hub"]:
-        """Tail the log for as long as the app runs; on the way out end every stream."""
-        self._tail = asyncio.create_task(self._run_tail(), name="storeroom-events-tail")
-        self._ticker = asyncio.create_task(self._tick(), name="storeroom-events-ticker")
+        """The hub for as long as the app runs; on the way out end every stream and the tail."""
         try:
             yield self
         finally:
             self.close_all()
-            self._ticker.cancel()
-            self.log.stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._tail), _STOP_SECONDS)
-            self._tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tail
+            if self._ticker is not None:
+                self._ticker.cancel()
+            if self._tail is not None:
+                self.log.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._tail), _STOP_SECONDS)
+                self._tail.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._tail
             await self.log.close()

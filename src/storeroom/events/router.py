@@ -64,7 +64,7 @@ async def stream_job_events(
     hub: EventHub,
     settings: AppSettings,
 ) -> EventStreamResponse:
-    subscription = hub.subscribe(user.id)
+    subscription = await hub.open(user.id)
     try:  # read after subscribing: no change falls between the state and the live events
         job = await jobs_service.get_owned(session, user.id, job_id)
     except BaseException:

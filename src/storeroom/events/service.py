@@ -82,7 +82,7 @@ async def open_user_stream(
     in between is in one or the other (and dropped from the live side if in both). Returns the
     subscription and the stream's first bytes: the events after their Last-Event-ID still in
     the log, or a `reset` when the log cannot continue from it (refetch, then carry on)."""
-    subscription = hub.subscribe(owner_id)
+    subscription = await hub.open(owner_id)
     try:
         replay = await hub.log.replay(owner_id, last_event_id)
     except BaseException:
