@@ -14,6 +14,7 @@ BENCHMARKS = [
     "login_storm",
     "jobs_latency",
     "jobs_import",
+    "sse_fanout",
 ]
 
 

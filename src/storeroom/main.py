@@ -79,7 +79,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reader = create_reader(engine)
         event_log = create_event_log(settings, app.state.reader)
         app.state.sessionmaker = create_sessionmaker(engine, info=session_info(event_log))
-        app.state.event_hub = Hub(event_log, settings.event_buffer_events)
+        app.state.event_hub = Hub(
+            event_log,
+            buffer_events=settings.event_buffer_events,
+            keepalive_seconds=settings.event_keepalive_seconds,
+            send_timeout_seconds=settings.event_send_timeout_seconds,
+        )
         app.state.login_limiter = create_login_limiter(settings, app.state.sessionmaker)
         logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
         if settings.gc_freeze:

@@ -6,8 +6,9 @@ import asyncio
 import httpx
 
 from storeroom.events.hub import Closed, Hub
-from storeroom.events.log import DatabaseEventLog, LoggedEvent, Replay
-from storeroom.events.service import user_stream
+from storeroom.events.log import DatabaseEventLog, LoggedEvent
+from storeroom.events.service import too_slow
+from storeroom.events.streaming import EventStreamResponse
 from tests.events.conftest import EventStream
 
 
@@ -52,24 +53,33 @@ def test_another_users_job_stream_is_not_found(
 
 
 def test_a_client_that_falls_behind_gets_a_reset_and_its_stream_ends() -> None:
-    async def scenario() -> list[bytes]:
+    async def scenario() -> list[dict[str, object]]:
         hub = Hub(DatabaseEventLog(), buffer_events=3)
         subscription = hub.subscribe(7)
-        chunks = user_stream(
-            subscription, Replay((), False, (0, 0), None), retry_ms=1000, keepalive_seconds=5
-        )
-        sent = [await anext(chunks)]
-        hub.deliver(
-            [LoggedEvent(7, str(n), (n, 0), "item.created", "{}", "t") for n in range(1, 6)]
-        )
-        assert subscription.closed is Closed.overflowed
-        assert not subscription.pending  # what it held is dropped, not kept growing
-        sent.extend([chunk async for chunk in chunks])
-        subscription.cancel()
+        response = EventStreamResponse(b"retry: 1000\n\n", subscription, overflow_frame=too_slow())
+        sent: list[dict[str, object]] = []
+        disconnected = asyncio.Event()
+
+        async def receive() -> dict[str, object]:
+            await disconnected.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+            if len(sent) == 2:  # the head is out: now five events arrive at once
+                hub.deliver(
+                    [LoggedEvent(7, str(n), (n, 0), "item.created", "{}", "t") for n in range(5)]
+                )
+                assert subscription.closed is Closed.overflowed
+                assert not subscription.frames  # what it held is dropped, not kept growing
+
+        await response({"type": "http", "method": "GET"}, receive, send)  # type: ignore[arg-type]
         assert hub.subscription_count == 0
         return sent
 
     sent = asyncio.run(scenario())
-    assert sent[0].startswith(b"retry: 1000")
-    assert sent[-1].startswith(b"event: reset\n")  # no id: a reconnect replays what it missed
-    assert b'"reason":"too_slow"' in sent[-1]
+    bodies = [message.get("body") for message in sent[1:]]
+    assert bodies[0] == b"retry: 1000\n\n"
+    assert isinstance(bodies[1], bytes) and bodies[1].startswith(b"event: reset\n")
+    assert b'"reason":"too_slow"' in bodies[1]  # no id: a reconnect replays what it missed
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}

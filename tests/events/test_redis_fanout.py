@@ -49,7 +49,9 @@ def redis_prefix() -> Iterator[str]:
 
 
 @pytest.fixture
-def db_backend() -> str:
+def db_backend(migrated_databases: dict[str, str]) -> str:
+    if "postgresql" not in migrated_databases:
+        pytest.skip(f"postgresql not enabled (STOREROOM_TEST_SERVICES={SERVICES_MODE or 'unset'})")
     return "postgresql"
 
 

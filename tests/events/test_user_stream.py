@@ -174,6 +174,7 @@ def test_a_change_that_rolls_back_publishes_nothing(
 def test_a_client_that_leaves_leaves_nothing_behind(
     alice: dict[str, str], live: LiveServer, open_stream: type[EventStream]
 ) -> None:
+    open_stream(EVENTS, alice).close()  # the first stream starts the hub's tail and ticker
     live.wait_until(lambda: live.subscriptions() == 0, "no stream is open")
     tasks_before = live.tasks()
     streams = [open_stream(EVENTS, alice) for _ in range(5)]

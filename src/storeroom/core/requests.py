@@ -19,6 +19,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _request_id: ContextVar[str | None] = ContextVar("storeroom_request_id", default=None)
+# The server's own `send`, for a response that sends many body chunks after its head has gone
+# through the middleware (an event stream): see events/streaming.py.
+RAW_SEND = "storeroom.raw_send"
+
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
 access_logger = logging.getLogger("storeroom.access")
@@ -81,6 +85,7 @@ class RequestContextMiddleware:
         token = _request_id.set(request_id)
         # The 500 handler runs outside this middleware, after the context var is reset.
         scope["storeroom.request_id"] = request_id
+        scope[RAW_SEND] = send
         started = time.perf_counter()
         status_code = 500
         response_started = False

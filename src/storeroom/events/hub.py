@@ -1,13 +1,15 @@
 """Events: the fan-out inside one API process. The log's tail hands each new event to the hub
 once; the hub encodes it once and puts the same bytes in the buffer of every stream of its
-owner. A stream's buffer is bounded: a client that cannot keep up is closed with a reset."""
+owner. A stream's buffer is bounded: a client that cannot keep up is closed with a reset.
+One ticker task per process keeps idle streams alive and cuts off hung ones, so a stream
+itself sets no timer per event."""
 
 import asyncio
 import contextlib
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from enum import StrEnum
+from typing import Any
 
 from storeroom.events.log import EventLog, LoggedEvent, Order
 
@@ -15,78 +17,125 @@ logger = logging.getLogger("storeroom.events")
 
 # How long the log's tail may take to finish its read when the app stops.
 _STOP_SECONDS = 2.0
+# How long a new stream waits for the tail's first read (the database or Redis answering).
+_READY_SECONDS = 10.0
 
 
 class Closed(StrEnum):
     disconnected = "disconnected"  # the client went away
     overflowed = "overflowed"  # the client read too slowly
     shutdown = "shutdown"  # the server is stopping
+    stalled = "stalled"  # the client took no bytes for send_timeout_seconds
+
+
+# What a subscription's filter says of an event: drop it, send it, or send it and end.
+SKIP, SEND, SEND_AND_END = 0, 1, 2
+Filter = Callable[[LoggedEvent], int]
 
 
 class Subscription:
-    """One stream's place in the hub: the events waiting to be sent, and a way to wake the
-    stream when more arrive."""
+    """One stream's place in the hub: the bytes waiting to be sent, and a way to wake the
+    stream when there is something to do. Plain attributes, no timers of its own: the hub's
+    ticker marks keep-alives due and cuts off sends that hang."""
 
-    __slots__ = ("_hub", "_waiter", "after", "closed", "limit", "owner_id", "pending")
+    __slots__ = (
+        "_waiter",
+        "after",
+        "closed",
+        "ended",
+        "filter",
+        "frames",
+        "hub",
+        "keepalive_due",
+        "limit",
+        "owner_id",
+        "sending_since",
+        "sent_at",
+        "task",
+    )
 
     def __init__(self, hub: "Hub", owner_id: int, limit: int) -> None:
-        self._hub = hub
+        self.hub = hub
         self.owner_id = owner_id
         self.limit = limit
         # Events up to this one were sent already (by the replay): later copies are dropped.
         self.after: Order = (-1, -1)
-        self.pending: deque[tuple[LoggedEvent, bytes]] = deque()
+        self.frames: list[bytes] = []
+        self.filter: Filter | None = None
         self.closed: Closed | None = None
+        self.ended = False  # the filter saw the stream's last event
+        self.keepalive_due = False
+        self.sent_at = 0.0
+        self.sending_since: float | None = None
+        self.task: asyncio.Task[Any] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def push(self, event: LoggedEvent, frame: bytes) -> None:
-        if self.closed is not None or event.order <= self.after:
+        if self.closed is not None or self.ended or event.order <= self.after:
             return
         self.after = event.order
-        if len(self.pending) >= self.limit:
+        if self.filter is not None:
+            verdict = self.filter(event)
+            if verdict == SKIP:
+                return
+            self.ended = verdict == SEND_AND_END
+        if len(self.frames) >= self.limit:
             self.close(Closed.overflowed)
             return
-        self.pending.append((event, frame))
-        self._wake()
+        self.frames.append(frame)
+        self.wake()
 
     def close(self, reason: Closed) -> None:
         if self.closed is None:
             self.closed = reason
-            self.pending.clear()
-        self._wake()
+            if reason is not Closed.shutdown:
+                self.frames.clear()  # a shutdown still sends what it holds
+        self.wake()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, seconds: float) -> None:
-        """Until there is something to send, the subscription closed, or `seconds` passed."""
-        if self.pending or self.closed is not None:
+    def ready(self) -> bool:
+        return bool(self.frames) or self.closed is not None or self.ended or self.keepalive_due
+
+    async def wait(self) -> None:
+        """Until there is something to do: bytes to send, a keep-alive due, or the end."""
+        if self.ready():
             return
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await self._waiter
+            await self._waiter
         finally:
             self._waiter = None
 
-    def take(self) -> list[tuple[LoggedEvent, bytes]]:
-        taken = list(self.pending)
-        self.pending.clear()
+    def take(self) -> bytes:
+        taken = b"".join(self.frames)
+        self.frames.clear()
         return taken
 
     def cancel(self) -> None:
-        self._hub.unsubscribe(self)
+        self.hub.unsubscribe(self)
 
 
 class Hub:
-    def __init__(self, log: EventLog, buffer_events: int) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        buffer_events: int = 1000,
+        keepalive_seconds: float = 15,
+        send_timeout_seconds: float = 30,
+    ) -> None:
         self.log = log
         self._buffer_events = buffer_events
+        self.keepalive_seconds = keepalive_seconds
+        self.send_timeout_seconds = send_timeout_seconds
         self._by_owner: dict[int, set[Subscription]] = {}
         self._tail: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._tail_ready = asyncio.Event()
         self.closing = False
 
     @property
@@ -99,6 +148,26 @@ class Hub:
             subscription.close(Closed.shutdown)
             return subscription
         self._by_owner.setdefault(owner_id, set()).add(subscription)
+        return subscription
+
+    async def open(self, owner_id: int) -> Subscription:
+        """Subscribe, with the log's tail running: every event committed from now on reaches
+        the subscription (a replay read after this covers what came before). The tail starts
+        with the first stream, so a process that never serves one never reads the log."""
+        subscription = self.subscribe(owner_id)
+        if self.closing:
+            return subscription  # already closed: the stream ends at once
+        if self._tail is None:
+            self._tail = asyncio.create_task(self._run_tail(), name="storeroom-events-tail")
+            self._ticker = asyncio.create_task(self._tick(), name="storeroom-events-ticker")
+        try:
+            async with asyncio.timeout(_READY_SECONDS):
+                await self._tail_ready.wait()
+        except TimeoutError:
+            logger.warning("the event log's tail is not reading yet; live events may be late")
+        except BaseException:
+            subscription.cancel()
+            raise
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -124,10 +193,30 @@ class Hub:
             for subscription in list(subscriptions):
                 subscription.close(reason)
 
+    async def _tick(self) -> None:
+        """Mark keep-alives due on streams that sent nothing for a while, and cut off streams
+        whose client has taken no bytes for `send_timeout_seconds` (a send that never returns:
+        the connection's buffers are full)."""
+        loop = asyncio.get_running_loop()
+        interval = min(self.keepalive_seconds, self.send_timeout_seconds, 1.0) / 2
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for subscriptions in list(self._by_owner.values()):
+                for subscription in list(subscriptions):
+                    since = subscription.sending_since
+                    if since is not None and now - since > self.send_timeout_seconds:
+                        subscription.close(Closed.stalled)
+                        if subscription.task is not None:
+                            subscription.task.cancel()
+                    elif now - subscription.sent_at >= self.keepalive_seconds:
+                        subscription.keepalive_due = True
+                        subscription.wake()
+
     async def _run_tail(self) -> None:
         while not self.closing:
             try:
-                await self.log.tail(self.deliver)
+                await self.log.tail(self.deliver, self._tail_ready.set)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -136,16 +225,18 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator["Hub"]:
-        """Tail the log for as long as the app runs; on the way out end every stream."""
-        self._tail = asyncio.create_task(self._run_tail(), name="storeroom-events-tail")
+        """The hub for as long as the app runs; on the way out end every stream and the tail."""
         try:
             yield self
         finally:
             self.close_all()
-            self.log.stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._tail), _STOP_SECONDS)
-            self._tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tail
+            if self._ticker is not None:
+                self._ticker.cancel()
+            if self._tail is not None:
+                self.log.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._tail), _STOP_SECONDS)
+                self._tail.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._tail
             await self.log.close()

@@ -91,15 +91,20 @@ class EventLog(Protocol):
 
     async def replay(self, owner_id: int, after: str | None) -> Replay: ...
 
-    async def tail(self, deliver: Deliver) -> None:
+    async def tail(self, deliver: Deliver, ready: Callable[[], None]) -> None:
         """Hand every event appended from now on, by any process, to `deliver`, in log order,
-        until cancelled or stopped."""
+        until cancelled or stopped; call `ready` once "from now on" is fixed (every event
+        committed after that call is delivered)."""
 
     def stop(self) -> None:
         """Ask `tail` to return soon (the app is stopping): cancelled mid-read, a database
         connection could be left neither returned nor closed."""
 
     async def close(self) -> None: ...
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).partition(chr(10))[0]}"
 
 
 def iso(moment: datetime) -> str:
@@ -200,10 +205,12 @@ class DatabaseEventLog:
         ]
         return Replay(events, False, latest_order, latest_id)
 
-    async def tail(self, deliver: Deliver) -> None:
+    async def tail(self, deliver: Deliver, ready: Callable[[], None]) -> None:
         engine = self._engine()
         cursor = await self._start(engine)
+        ready()
         gaps: dict[int, float] = {}
+        failing = False
         next_age_sweep = time.monotonic()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
@@ -217,17 +224,28 @@ class DatabaseEventLog:
                 if time.monotonic() >= next_age_sweep:
                     next_age_sweep = time.monotonic() + _AGE_SWEEP_SECONDS
                     await self._delete_old(engine)
-            except (SQLAlchemyError, OSError):
-                logger.warning("could not read new events; trying again", exc_info=True)
+            except (SQLAlchemyError, OSError) as exc:
+                if not failing:
+                    logger.warning("could not read new events (%s); retrying", _first_line(exc))
+                failing = True
                 await asyncio.sleep(1)
+            else:
+                if failing:
+                    logger.warning("reading new events again")
+                failing = False
 
     async def _start(self, engine: AsyncEngine) -> int:
+        failing = False
         while True:
             try:
                 async with engine.connect() as connection:
                     return (await connection.scalar(select(func.max(Event.id)))) or 0
-            except (SQLAlchemyError, OSError):
-                logger.warning("could not find the end of the event log", exc_info=True)
+            except (SQLAlchemyError, OSError) as exc:
+                if not failing:
+                    logger.warning(
+                        "could not find the end of the event log (%s); retrying", _first_line(exc)
+                    )
+                failing = True
                 await asyncio.sleep(1)
 
     async def _read_new(
@@ -446,7 +464,7 @@ class RedisEventLog:
         ]
         return Replay(events, False, latest, latest_id)
 
-    async def tail(self, deliver: Deliver) -> None:
+    async def tail(self, deliver: Deliver, ready: Callable[[], None]) -> None:
         # Its own connection: a blocking read holds one for up to _TAIL_BLOCK_MS.
         redis = Redis.from_url(
             self._url,
@@ -455,22 +473,31 @@ class RedisEventLog:
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         )
         cursor = "$"
+        failing = False
         try:
             while True:
                 try:
                     if cursor == "$":
-                        info = await redis.xinfo_stream(self._fanout_key)
-                        cursor = info["last-generated-id"]
+                        try:
+                            info = await redis.xinfo_stream(self._fanout_key)
+                            cursor = info["last-generated-id"]
+                        except ResponseError:  # the shared stream does not exist yet
+                            cursor = "0-0"
+                        ready()
                     replies: Any = await redis.xread(
                         {self._fanout_key: cursor}, count=_TAIL_BATCH, block=_TAIL_BLOCK_MS
                     )
-                except ResponseError:  # the shared stream does not exist yet
-                    cursor = "0-0"
-                    continue
-                except (RedisError, OSError):
-                    logger.warning("could not read events from Redis; trying again", exc_info=True)
+                except (RedisError, OSError) as exc:
+                    if not failing:
+                        logger.warning(
+                            "could not read events from Redis (%s); retrying", _first_line(exc)
+                        )
+                    failing = True
                     await asyncio.sleep(1)
                     continue
+                if failing:
+                    logger.warning("reading events from Redis again")
+                failing = False
                 for _key, entries in replies:
                     if not entries:
                         continue

@@ -45,17 +45,10 @@ async def stream_events(
     """Every change to the caller's jobs, items and files as it commits. Reconnecting with
     `Last-Event-ID` (EventSource does it by itself) first replays the events after it; an id
     the log no longer holds gets a `reset` event: refetch, then carry on."""
-    subscription, replay = await events_service.open_user_stream(hub, user.id, last_event_id)
-    return EventStreamResponse(
-        events_service.user_stream(
-            subscription,
-            replay,
-            retry_ms=settings.event_retry_ms,
-            keepalive_seconds=settings.event_keepalive_seconds,
-        ),
-        subscription,
-        send_timeout=settings.event_send_timeout_seconds,
+    subscription, head = await events_service.open_user_stream(
+        hub, user.id, last_event_id, retry_ms=settings.event_retry_ms
     )
+    return EventStreamResponse(head, subscription, overflow_frame=events_service.too_slow())
 
 
 @router.get(
@@ -71,20 +64,13 @@ async def stream_job_events(
     hub: EventHub,
     settings: AppSettings,
 ) -> EventStreamResponse:
-    subscription = hub.subscribe(user.id)
+    subscription = await hub.open(user.id)
     try:  # read after subscribing: no change falls between the state and the live events
         job = await jobs_service.get_owned(session, user.id, job_id)
     except BaseException:
         subscription.cancel()
         raise
-    return EventStreamResponse(
-        events_service.job_stream(
-            subscription,
-            event_type(job),
-            JobRead.model_validate(job),
-            retry_ms=settings.event_retry_ms,
-            keepalive_seconds=settings.event_keepalive_seconds,
-        ),
-        subscription,
-        send_timeout=settings.event_send_timeout_seconds,
+    head = events_service.follow_job(
+        subscription, event_type(job), JobRead.model_validate(job), retry_ms=settings.event_retry_ms
     )
+    return EventStreamResponse(head, subscription, overflow_frame=events_service.too_slow())

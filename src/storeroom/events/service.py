@@ -1,14 +1,13 @@
 """Events: recording what changed for its owner, and the streams clients read it from.
 
 `record` is called by the services that change something, in the transaction that changes it;
-the event reaches the log once (and only if) that transaction commits. `user_stream` and
-`job_stream` produce the bytes of a text/event-stream response; events/streaming.py sends them.
+the event reaches the log once (and only if) that transaction commits. `open_user_stream` and
+`follow_job` set up a stream's subscription and its first bytes; events/streaming.py sends them
+and what follows.
 """
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -16,7 +15,7 @@ from pydantic import BaseModel
 
 from storeroom.core.db import utcnow
 from storeroom.events import log as event_log
-from storeroom.events.hub import Closed, Hub, Subscription
+from storeroom.events.hub import SEND, SEND_AND_END, SKIP, Hub, Subscription
 
 logger = logging.getLogger("storeroom.events")
 
@@ -65,112 +64,68 @@ def _comment(text: str) -> bytes:
     return f": {text}\n\n".encode()
 
 
-def _reset(reason: str, latest_id: str | None, created_at: datetime) -> bytes:
+def _reset(reason: str, latest_id: str | None) -> bytes:
     data = json.dumps({"reason": reason}, separators=(",", ":"))
-    return event_log.encode("reset", data, event_log.iso(created_at), event_id=latest_id)
+    return event_log.encode("reset", data, event_log.iso(utcnow()), event_id=latest_id)
+
+
+def too_slow() -> bytes:
+    """The last bytes for a client that fell too far behind: no id, so its reconnect replays
+    what it missed."""
+    return _reset("too_slow", None)
 
 
 async def open_user_stream(
-    hub: Hub, owner_id: int, last_event_id: str | None
-) -> tuple[Subscription, event_log.Replay]:
+    hub: Hub, owner_id: int, last_event_id: str | None, *, retry_ms: int
+) -> tuple[Subscription, bytes]:
     """Subscribe first, then read what the log holds after `last_event_id`: an event committed
-    in between is in one or the other (and dropped from the live side if in both)."""
-    subscription = hub.subscribe(owner_id)
+    in between is in one or the other (and dropped from the live side if in both). Returns the
+    subscription and the stream's first bytes: the events after their Last-Event-ID still in
+    the log, or a `reset` when the log cannot continue from it (refetch, then carry on)."""
+    subscription = await hub.open(owner_id)
     try:
         replay = await hub.log.replay(owner_id, last_event_id)
     except BaseException:
         subscription.cancel()
         raise
     subscription.after = max(subscription.after, replay.latest)
-    return subscription, replay
-
-
-async def user_stream(
-    subscription: Subscription,
-    replay: event_log.Replay,
-    *,
-    retry_ms: int,
-    keepalive_seconds: float,
-) -> AsyncIterator[bytes]:
-    """The caller's events: those after their Last-Event-ID still in the log, then live ones.
-    An id the log cannot continue from gets a `reset` first (refetch, then carry on); a client
-    too slow to keep up gets a `reset` last and the stream ends."""
     head = [f"retry: {retry_ms}\n\n".encode()]
     if replay.reset:
-        head.append(_reset("last_event_id_unknown", replay.latest_id, utcnow()))
+        head.append(_reset("last_event_id_unknown", replay.latest_id))
     head.extend(event.frame() for event in replay.events)
     if len(head) == 1:
         head.append(_comment("connected"))
-    yield b"".join(head)
-    async for chunk in _live(subscription, keepalive_seconds, lambda event: True):
-        yield chunk
+    return subscription, b"".join(head)
 
 
-async def job_stream(
-    subscription: Subscription,
-    type_: str,
-    job: Any,
-    *,
-    retry_ms: int,
-    keepalive_seconds: float,
-) -> AsyncIterator[bytes]:
-    """One job: its current state (`job`, a JobRead read after the subscription began, and its
-    event type), then its live events; the stream ends after its final one."""
-    job_id = str(job.id)
-    yield f"retry: {retry_ms}\n\n".encode() + event_log.encode(
+def follow_job(subscription: Subscription, type_: EventType, job: Any, *, retry_ms: int) -> bytes:
+    """Make `subscription` one job's stream: `job` (a JobRead read after the subscription
+    began) and its event type are the first event; then only this job's events pass, each
+    newer than what was sent, and the stream ends after its final one. Returns the first bytes."""
+    head = f"retry: {retry_ms}\n\n".encode() + event_log.encode(
         type_, job.model_dump_json(), event_log.iso(utcnow())
     )
     if type_ in FINAL_JOB_EVENTS:
-        return
-    sent = (job.status, job.progress.done)
-    while True:
-        await subscription.wait(keepalive_seconds)
-        if subscription.closed is not None:
-            if subscription.closed is Closed.overflowed:
-                yield _reset("too_slow", None, utcnow())
-            return
-        taken = subscription.take()
-        if not taken:
-            yield _comment("keep-alive")
-            continue
-        frames = []
-        final = False
-        for event, frame in taken:
-            if not event.type.startswith("job."):
-                continue
-            data = json.loads(event.data)
-            if data.get("id") != job_id:
-                continue
-            final = event.type in FINAL_JOB_EVENTS
-            state = (data.get("status"), (data.get("progress") or {}).get("done", 0))
-            # Live events from before the state sent first say nothing new.
-            if not final and (state == sent or (state[0] == sent[0] and state[1] < sent[1])):
-                continue
-            sent = state
-            frames.append(frame)
-            if final:
-                break
-        if frames:
-            yield b"".join(frames)
-        if final:
-            return
+        subscription.ended = True
+        return head
+    job_id = str(job.id)
+    sent = (str(job.status), int(job.progress.done))
 
+    def this_job(event: event_log.LoggedEvent) -> int:
+        nonlocal sent
+        if not event.type.startswith("job."):
+            return SKIP
+        data = json.loads(event.data)
+        if data.get("id") != job_id:
+            return SKIP
+        if event.type in FINAL_JOB_EVENTS:
+            return SEND_AND_END
+        state = (str(data.get("status")), int((data.get("progress") or {}).get("done") or 0))
+        # Live events from before the state sent first say nothing new.
+        if state == sent or (state[0] == sent[0] and state[1] < sent[1]):
+            return SKIP
+        sent = state
+        return SEND
 
-async def _live(
-    subscription: Subscription,
-    keepalive_seconds: float,
-    wanted: Callable[[event_log.LoggedEvent], bool],
-) -> AsyncIterator[bytes]:
-    while True:
-        await subscription.wait(keepalive_seconds)
-        if subscription.closed is not None:
-            if subscription.closed is Closed.overflowed:
-                yield _reset("too_slow", None, utcnow())
-            return
-        taken = subscription.take()
-        if not taken:
-            yield _comment("keep-alive")
-            continue
-        frames = [frame for event, frame in taken if wanted(event)]
-        if frames:
-            yield b"".join(frames)
+    subscription.filter = this_job
+    return head

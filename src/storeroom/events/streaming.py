@@ -1,15 +1,16 @@
-"""Events: the text/event-stream response. Minimal by design: one task per stream besides the
-request's own (the one that notices the client leaving), the bytes of each event built once
-for all its streams, and nothing buffered here beyond the subscription's bounded queue."""
+"""Events: the text/event-stream response. Minimal by design, since one process may hold
+thousands: one task per stream besides the request's own (the one that notices the client
+leaving), no timer per event, the bytes of each event built once for all its streams, and
+nothing buffered here beyond the subscription's bounded list."""
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from storeroom.core.requests import RAW_SEND
 from storeroom.events.hub import Closed, Subscription
 
 logger = logging.getLogger("storeroom.events")
@@ -19,55 +20,88 @@ HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),  # nginx: pass each event on at once
 ]
+KEEPALIVE = b": keep-alive\n\n"
 
 
 class EventStreamResponse(Response):
-    """Sends `body` (an async iterator of ready-made SSE bytes) as it comes. The subscription
-    ends when the client disconnects, when the body ends, and when the server shuts down. A
-    client that takes no bytes for `send_timeout` seconds is cut off (its connection closes
-    without a clean end)."""
+    """Sends `head`, then what the subscription gathers, as it comes, until the client
+    disconnects, the subscription's filter ends it, or the server shuts down. `last` makes the
+    final bytes of a subscription closed for `Closed` (e.g. a reset for a client too slow)."""
 
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        body: AsyncIterator[bytes],
+        head: bytes,
         subscription: Subscription,
         *,
-        send_timeout: float,
+        overflow_frame: bytes = b"",
         status_code: int = 200,  # FastAPI's OpenAPI reads the default status from here
     ) -> None:
         self.status_code = status_code
         self.background = None
-        self.body_iterator = body
+        self.head = head
         self.subscription = subscription
-        self.send_timeout = send_timeout
+        self.overflow_frame = overflow_frame
         self.raw_headers = list(HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         subscription = self.subscription
+        subscription.task = asyncio.current_task()
+        # The head goes through the middleware (request id, access log, HEAD); the body goes
+        # straight to the server: each middleware's send wrapper, per event per client, adds up.
+        send_body = scope.get(RAW_SEND, send)
+        loop = asyncio.get_running_loop()
         watcher = asyncio.create_task(_watch_disconnect(receive, subscription))
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for chunk in self.body_iterator:
-                if subscription.closed is Closed.disconnected:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            chunk = self.head
+            while True:
+                if chunk:
+                    subscription.sending_since = loop.time()
+                    await send_body(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
+                    subscription.sent_at = subscription.sending_since
+                    subscription.sending_since = None
+                if subscription.ended and not subscription.frames:
                     break
-                async with asyncio.timeout(self.send_timeout):
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if subscription.closed is not Closed.disconnected:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except TimeoutError:
-            logger.info(
-                "an event stream of user %s stopped reading; cut off", subscription.owner_id
+                await subscription.wait()
+                closed = subscription.closed
+                if closed is Closed.disconnected:
+                    return
+                chunk = subscription.take()
+                if closed is Closed.overflowed:
+                    chunk = self.overflow_frame
+                if closed is not None:
+                    if chunk:
+                        await send_body(
+                            {"type": "http.response.body", "body": chunk, "more_body": True}
+                        )
+                    break
+                if not chunk and subscription.keepalive_due:
+                    chunk = KEEPALIVE
+                subscription.keepalive_due = False
+            await send_body({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if subscription.closed is not Closed.stalled:
+                raise  # not ours: the server is cancelling the request
+            # Returning without ending the body makes the server close the connection.
+            logger.warning(
+                "an event stream of user %s took no bytes for a while; cut off",
+                subscription.owner_id,
             )
         finally:
             subscription.cancel()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
 
 async def _watch_disconnect(receive: Receive, subscription: Subscription) -> None:
