@@ -27,6 +27,7 @@ own key prefix and deletes its keys afterwards.
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -47,6 +48,7 @@ from typing import IO, Any, cast
 import httpx
 
 from bench.common import free_port, register_and_login, row
+from storeroom.main import GC_THRESHOLDS
 
 REDIS_URL = os.environ.get("STOREROOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -325,6 +327,9 @@ async def _clients(port: int, streams: int, events: int) -> None:
 
 def _run_clients(options: argparse.Namespace) -> None:
     _raise_fd_limit()
+    # The clients take their receive timestamps: collect cycles as rarely as the server does
+    # (storeroom.main.GC_THRESHOLDS), or a client's own full GC pass shows up as latency.
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         import uvloop
     except ImportError:

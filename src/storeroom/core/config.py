@@ -133,8 +133,9 @@ class Settings(BaseSettings):
     # checkout without it (core/db.py); a ping also catches connections that die unseen, e.g.
     # dropped by a firewall or NAT that sends no reset.
     database_pre_ping: bool = False
-    # Freeze the objects built at startup out of the cyclic garbage collector (see main.py).
-    # Only for processes that build one app; a test run building hundreds turns it off.
+    # Freeze the objects built at startup out of the cyclic garbage collector, and run it less
+    # often (see main.py). Only for processes that build one app; a test run building hundreds
+    # turns it off.
     gc_freeze: bool = True
     redis_url: str | None = None
     redis_key_prefix: str = "storeroom:"
