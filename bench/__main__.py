@@ -15,6 +15,7 @@ BENCHMARKS = [
     "jobs_latency",
     "jobs_import",
     "sse_fanout",
+    "throughput",
 ]
 
 

@@ -27,6 +27,9 @@ from storeroom.core.migrations import upgrade
 BENCH_POSTGRES_URL = os.environ.get(
     "STOREROOM_BENCH_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/storeroom_bench"
 )
+BENCH_MARIADB_URL = os.environ.get(
+    "STOREROOM_BENCH_MARIADB_URL", "mysql://root@127.0.0.1:3306/storeroom_bench"
+)
 BENCH_SECRET_KEY = "bench-only-" + os.urandom(16).hex()
 PASSWORD = "bench-password-1"
 
@@ -64,6 +67,35 @@ def fresh_postgres_database(url: str = BENCH_POSTGRES_URL) -> str:
     return async_url
 
 
+async def _recreate_mariadb(url: str) -> None:
+    parsed = make_url(url)
+    engine = create_async_engine(parsed.set(database="mysql"), poolclass=NullPool)
+    async with engine.connect() as connection:
+        await connection.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
+        await connection.execute(
+            text(
+                f"CREATE DATABASE `{parsed.database}` "
+                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+        )
+    await engine.dispose()
+
+
+def fresh_database(backend: str, workdir: Path) -> str:
+    """A migrated scratch database on `backend` (sqlite, postgresql or mariadb); its async URL.
+    SQLite's file lives in `workdir`."""
+    if backend == "postgresql":
+        return fresh_postgres_database()
+    if backend == "mariadb":
+        url = async_database_url(BENCH_MARIADB_URL)
+        asyncio.run(_recreate_mariadb(url))
+        upgrade(url)
+        return url
+    url = async_database_url(f"sqlite:///{workdir / 'storeroom.db'}")
+    upgrade(url)
+    return url
+
+
 @dataclass
 class Server:
     base_url: str
@@ -85,10 +117,14 @@ def _status_kib(pid: int, field: str) -> int:
 
 @contextmanager
 def serve(
-    app: str, env: dict[str, str] | None = None, factory: bool = True, http: str = "auto"
+    app: str,
+    env: dict[str, str] | None = None,
+    factory: bool = True,
+    http: str = "auto",
+    workers: int = 1,
 ) -> Iterator[Server]:
-    """Run `app` under uvicorn (one worker, uvloop + httptools unless `http` names another
-    protocol class) in its own process."""
+    """Run `app` under uvicorn (one worker unless `workers` says more, uvloop + httptools
+    unless `http` names another protocol class) in its own process."""
     port = free_port()
     log_fd, log_name = tempfile.mkstemp(prefix="storeroom-bench-", suffix=".log")
     command = [
@@ -101,7 +137,7 @@ def serve(
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--no-access-log",
         "--log-level",
         "warning",

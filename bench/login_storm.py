@@ -14,53 +14,17 @@ import argparse
 import asyncio
 import base64
 import collections
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
-from bench.common import PASSWORD, fresh_postgres_database, row, serve, storeroom_env
-from storeroom.core.config import async_database_url
-from storeroom.core.migrations import upgrade
+from bench.common import PASSWORD, fresh_database, row, serve, storeroom_env
 
-BENCH_MARIADB_URL = os.environ.get(
-    "STOREROOM_BENCH_MARIADB_URL", "mysql://root@127.0.0.1:3306/storeroom_bench"
-)
 EMAIL = "storm@example.com"
 ME = "/api/v1/users/me"
-
-
-async def _recreate_mariadb(url: str) -> None:
-    parsed = make_url(url)
-    engine = create_async_engine(parsed.set(database="mysql"), poolclass=NullPool)
-    async with engine.connect() as connection:
-        await connection.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
-        await connection.execute(
-            text(
-                f"CREATE DATABASE `{parsed.database}` "
-                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
-            )
-        )
-    await engine.dispose()
-
-
-def _database(backend: str, workdir: Path) -> str:
-    if backend == "postgresql":
-        return fresh_postgres_database()
-    if backend == "mariadb":
-        url = async_database_url(BENCH_MARIADB_URL)
-        asyncio.run(_recreate_mariadb(url))
-        upgrade(url)
-        return url
-    url = async_database_url(f"sqlite:///{workdir / 'storeroom.db'}")
-    upgrade(url)
-    return url
 
 
 async def _timed(client: httpx.AsyncClient, method: str, path: str, **kwargs: object) -> tuple:
@@ -120,7 +84,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="storeroom-bench-") as workdir:
         env = {
-            **storeroom_env(_database(options.backend, Path(workdir)), workdir),
+            **storeroom_env(fresh_database(options.backend, Path(workdir)), workdir),
             "STOREROOM_LOGIN_MAX_FAILURES": str(options.max_failures),
         }
         if options.pool_size is not None:

@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from storeroom import __version__
 from storeroom.auth.api_keys.router import router as api_keys_router
+from storeroom.auth.dependencies import CREDENTIAL_SCHEMES, needs_credential
 from storeroom.auth.rate_limit import create_login_limiter
 from storeroom.auth.recovery.router import router as recovery_router
 from storeroom.auth.router import router as auth_router
@@ -18,7 +19,7 @@ from storeroom.core.cors import install_cors
 from storeroom.core.db import create_engine, create_reader, create_sessionmaker, utcnow
 from storeroom.core.docs import install_docs
 from storeroom.core.errors import error_responses, install_error_handlers
-from storeroom.core.openapi import document_credential_errors
+from storeroom.core.openapi import document_credential_errors, document_security
 from storeroom.core.paths import warn_if_shared
 from storeroom.core.requests import (
     BodySizeLimitMiddleware,
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.email_sender = create_sender(settings)
         engine = create_engine(settings)
         app.state.engine = engine
-        app.state.reader = create_reader(engine)
+        app.state.reader = reader = create_reader(settings, engine)
         event_log = create_event_log(settings, app.state.reader)
         app.state.sessionmaker = create_sessionmaker(engine, info=session_info(event_log))
         app.state.event_hub = Hub(
@@ -120,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 app.state.job_queue.close()
                 await app.state.login_limiter.close()
                 await engine.dispose()
+                if reader is not engine:
+                    await reader.dispose()
             finally:
                 if owns_process:
                     await stop_hashing_pool()
@@ -159,7 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app, settings)  # mounts /static/docs, which must come before /static
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
-    document_credential_errors(app)
+    document_security(app, needs_credential, CREDENTIAL_SCHEMES)
+    document_credential_errors(app)  # after: it answers for the operations that need a caller
     install_cors(app, settings.cors_origins)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HeadRequestMiddleware)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBasic, HTTPBasicCredentials, OAuth2PasswordBearer
 from fastapi.security.utils import get_authorization_scheme_param
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from storeroom.auth import service as auth_service
@@ -20,8 +21,8 @@ from storeroom.auth.schemas import Scope
 from storeroom.auth.sessions import service as sessions_service
 from storeroom.auth.sessions.exceptions import CsrfRejected
 from storeroom.core.config import Settings
-from storeroom.core.db import DbReader, DbSession
-from storeroom.core.dependencies import AppSettings, client_ip, current_time
+from storeroom.core.db import commit
+from storeroom.core.dependencies import client_ip, current_time
 from storeroom.core.errors import PermissionDenied
 from storeroom.users.models import User
 
@@ -81,38 +82,54 @@ class Credential:
     scope: Scope
 
 
-async def current_credential(
-    request: Request,
-    session: DbSession,
-    reader: DbReader,
-    settings: AppSettings,
-    token: Annotated[str | None, Depends(bearer_scheme)],
-    basic: Annotated[HTTPBasicCredentials | None, Depends(basic_scheme)],
-    api_key: Annotated[str | None, Depends(api_key_scheme)],
-) -> Credential:
-    # The clock, the limiter and the caller's address are looked up only by the credentials
-    # that use them: the Bearer path, the busiest, resolves nothing more than it needs. Every
-    # credential is checked through the autocommit reader (and the limiter's own short
-    # transactions), never the request's session, so the request holds no connection while it
-    # waits for a password hash or for the limiter's connection; the user it gives is detached.
+_CREDENTIAL = "storeroom.credential"
+
+
+async def current_credential(request: Request) -> Credential:
+    """Who is calling, from whichever credential the request carries; once per request.
+
+    It reads the three schemes itself (they are documented on every operation that needs a
+    caller by `core.openapi.document_security`) and takes what it needs from the app, instead of
+    declaring them as dependencies: on the busiest requests, resolving seven dependencies cost
+    more than checking the token (bench/throughput.py). The clock, the limiter and the
+    caller's address are looked up only by the credentials that use them. Every credential is
+    checked through the autocommit reader (and the limiter's own short transactions), never a
+    session the request holds, so the request holds no connection while it waits for a
+    password hash or for the limiter's connection; the user it gives is detached."""
+    known: Credential | None = request.scope.get(_CREDENTIAL)
+    if known is None:
+        known = request.scope[_CREDENTIAL] = await _authenticate(request)
+    return known
+
+
+async def _authenticate(request: Request) -> Credential:
+    state = request.app.state
+    reader: AsyncEngine = state.reader
+    settings: Settings = state.settings
+    api_key = await api_key_scheme(request)
     if api_key is not None:
         now = await current_time(request)
         user, scope = await api_keys_service.authenticate(reader, api_key, now=now)
         return Credential(user, scope)
+    token = await bearer_scheme(request)
     if token:
         return Credential(
             await auth_service.user_from_access_token(reader, token, settings), Scope.write
         )
+    basic = await basic_scheme(request)
     if basic is not None:
-        user = await auth_service.login(
-            session,
-            reader,
-            await get_login_limiter(request),
-            basic.username,
-            basic.password,
-            client_ip=await client_ip(request),
-            now=await current_time(request),
-        )
+        sessionmaker: async_sessionmaker[AsyncSession] = state.sessionmaker
+        async with sessionmaker() as session:  # an old hash is upgraded here
+            user = await auth_service.login(
+                session,
+                reader,
+                await get_login_limiter(request),
+                basic.username,
+                basic.password,
+                client_ip=await client_ip(request),
+                now=await current_time(request),
+            )
+            await commit(session)
         return Credential(user, Scope.write)
     cookie = request.cookies.get(sessions_service.SESSION_COOKIE)
     if cookie:
@@ -167,14 +184,15 @@ def check_origin(request: HTTPConnection, settings: Settings) -> None:
 CurrentCredential = Annotated[Credential, Depends(current_credential)]
 
 
-async def current_user(credential: CurrentCredential) -> User:
-    return credential.user
+async def current_user(request: Request) -> User:
+    return (await current_credential(request)).user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-async def current_superuser(user: CurrentUser) -> User:
+async def current_superuser(request: Request) -> User:
+    user = (await current_credential(request)).user
     if not user.is_superuser:
         raise PermissionDenied("Superuser required")
     return user
@@ -190,9 +208,20 @@ class RequireScope:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
-    async def __call__(self, credential: CurrentCredential) -> None:
+    async def __call__(self, request: Request) -> None:
+        credential = await current_credential(request)
         if self.scope is Scope.write and credential.scope is not Scope.write:
             raise InsufficientScope()
+
+
+def needs_credential(call: object) -> bool:
+    """Whether a dependency asks for the caller's credential (see `document_security`)."""
+    return call in (current_credential, current_user, current_superuser) or isinstance(
+        call, RequireScope
+    )
+
+
+CREDENTIAL_SCHEMES = (bearer_scheme, basic_scheme, api_key_scheme)
 
 
 def require_scope(scope: Scope | str) -> Any:

@@ -155,19 +155,44 @@ UNWRAPPED_DRIVER_ERRORS: tuple[type[Exception], ...] = (pymysql.err.Error,)
 
 
 def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
-    """One pool per process, sized by `database_pool_size` on every backend (plus as many again
-    under bursts). No request holds more than one of its connections at a time, so a burst
-    larger than the pool queues for connections instead of deadlocking on them.
-    `pooled=False` opens a connection per session and keeps none: for a short-lived event
+    """One pool per process for sessions (transactions), sized by `database_pool_size` on every
+    backend, plus as many again under bursts. No request holds more than one of its connections
+    at a time, so a burst larger than the pool queues for connections instead of deadlocking on
+    them. `pooled=False` opens a connection per session and keeps none: for a short-lived event
     loop (a job in a worker process), whose connections must not outlive it."""
-    url = settings.database_url
     pool: dict[str, Any] = {
         "pool_size": settings.database_pool_size,
         "max_overflow": settings.database_pool_size,
         "pool_timeout": settings.database_pool_timeout_seconds,
     }
-    if not pooled:
-        pool = {"poolclass": NullPool}
+    return _engine(settings, pool if pooled else {"poolclass": NullPool}, pooled=pooled)
+
+
+def create_reader(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+    """The engine for single-statement reads that need no transaction (`DbReader`): its own
+    pool, whose connections are put in autocommit once, when they are opened. On PostgreSQL a
+    read is then one round trip instead of BEGIN, SELECT, COMMIT; and unlike an autocommit view
+    of the sessions' pool, no checkout switches a connection into autocommit and back (on
+    MariaDB two round trips, on SQLite four calls into the connection's thread) and no checkin
+    rolls back a transaction that cannot exist. Its statements are short, so it keeps a fixed
+    number of connections and never opens and closes extra ones under a burst: requests queue
+    for a connection instead (bench/throughput.py). An in-memory SQLite database lives in its
+    one connection: there the reader is an autocommit view of `engine`."""
+    if settings.is_sqlite and not sqlite_file(settings.database_url):
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    pool: dict[str, Any] = {
+        "pool_size": settings.database_reader_pool_size,
+        "max_overflow": 0,
+        "pool_timeout": settings.database_pool_timeout_seconds,
+        "pool_reset_on_return": None,
+        "isolation_level": "AUTOCOMMIT",
+        "skip_autocommit_rollback": True,
+    }
+    return _engine(settings, pool, pooled=True)
+
+
+def _engine(settings: Settings, pool: dict[str, Any], *, pooled: bool) -> AsyncEngine:
+    url = settings.database_url
     if settings.is_sqlite:
         private_sqlite_database(url)
         # A file database gets a pool like any other (SQLAlchemy's own default is 5 + 10);
@@ -256,12 +281,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
-
-
-def create_reader(engine: AsyncEngine) -> AsyncEngine:
-    """The same pool in autocommit mode, for single-statement reads that need no transaction:
-    on PostgreSQL that is one round trip instead of BEGIN, SELECT, COMMIT."""
-    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def get_reader(request: Request) -> AsyncEngine:

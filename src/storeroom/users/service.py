@@ -4,7 +4,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, inspect, select
 from sqlalchemy import delete as delete_rows
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -45,10 +45,16 @@ _USER_BY_ID = select(*User.__table__.columns).where(User.__table__.c.id == bindp
 _USER_BY_EMAIL = select(*User.__table__.columns).where(User.__table__.c.email == bindparam("email"))
 
 
+_NEW_USER = inspect(User).class_manager.new_instance
+
+
 def detached(row: Mapping[Any, Any]) -> User:
     """A user from a row of the users table's columns, detached: a service that changes it
-    attaches it to its session first (`session.add`), which needs no second read."""
-    user = User(**row)
+    attaches it to its session first (`session.add`), which needs no second read. Built as the
+    ORM builds a loaded row (the values straight into the instance's dict, no attribute
+    events): a third of the cost of `User(**row)`, on every authenticated request."""
+    user = _NEW_USER()
+    user.__dict__.update(row)
     make_transient_to_detached(user)
     return user
 
