@@ -1,9 +1,10 @@
 """The `storeroom` command: serve, worker, migrate, create-superuser, files verify."""
 
 import asyncio
+import copy
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,12 +23,31 @@ def _settings_or_exit() -> Settings:
     return settings
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+
+
+def serve_logging(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration plus Storeroom's own (the access log, the embedded
+    worker, the sweeps): uvicorn applies it in every process it starts, which with `--workers N`
+    are fresh interpreters where nothing configured here would reach."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["storeroom"] = {"format": LOG_FORMAT}
+    config["handlers"]["storeroom"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "storeroom",
+        "stream": "ext://sys.stderr",
+    }
+    config["root"] = {"handlers": ["storeroom"], "level": level.upper()}
+    # /readyz reads the migration state; Alembic would log its context (and its plugins) on
+    # every probe.
+    config["loggers"]["alembic"] = {"level": "WARNING"}
+    return config
 
 
 @app.command()
@@ -43,9 +63,6 @@ def serve(
     from storeroom.core.server import HeadLimitedHttpToolsProtocol
 
     settings = _settings_or_exit()
-    configure_logging(settings.log_level)
-    # /readyz reads the migration state; Alembic would log its context on every probe.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     uvicorn.run(
         "storeroom.main:create_app",
         factory=True,
@@ -55,6 +72,7 @@ def serve(
         reload=reload,
         access_log=False,  # storeroom writes its own structured access log
         log_level=settings.log_level.lower(),
+        log_config=serve_logging(settings.log_level),
         proxy_headers=True,
         http=HeadLimitedHttpToolsProtocol,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,

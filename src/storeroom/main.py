@@ -102,11 +102,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.set_threshold(*GC_THRESHOLDS)
         try:
             async with (
+                # One process of `serve --workers N` sweeps (core/leader.py).
                 files_service.incomplete_upload_sweeper(
-                    app.state.file_storage, settings.file_sweep_interval_seconds
+                    app.state.file_storage,
+                    settings.file_sweep_interval_seconds,
+                    lock_path=settings.locks_dir / "file-sweep.lock",
                 ),
                 idempotency_service.expired_key_sweeper(
-                    app.state.sessionmaker, lambda: app.state.clock()
+                    app.state.sessionmaker,
+                    lambda: app.state.clock(),
+                    lock_path=settings.locks_dir / "idempotency-sweep.lock",
                 ),
                 embedded_worker(settings) as app.state.job_worker,
                 app.state.event_hub.running() as hub,

@@ -249,6 +249,11 @@ class Settings(BaseSettings):
         return self.data_dir / "broker"
 
     @property
+    def locks_dir(self) -> Path:
+        """Lock files that elect one app process of several for housekeeping."""
+        return self.data_dir / "locks"
+
+    @property
     def has_embedded_broker(self) -> bool:
         return self.broker_url.partition("://")[0] == "filesystem"
 

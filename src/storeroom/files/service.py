@@ -1,12 +1,12 @@
 """Files: upload, read, list and delete files, keeping storage and rows in step."""
 
-import asyncio
 import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 from sqlalchemy import delete as delete_rows
@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storeroom.core.errors import Unauthorized
+from storeroom.core.leader import periodically
 from storeroom.core.pagination import PageParams
 from storeroom.events import service as events_service
 from storeroom.events.service import EventType
@@ -315,28 +316,18 @@ async def sweep_incomplete_uploads(storage: Storage) -> int:
     return removed
 
 
-async def _sweep_periodically(storage: Storage, interval_seconds: float) -> None:
-    while True:
-        await asyncio.sleep(interval_seconds)
-        try:
-            await sweep_incomplete_uploads(storage)
-        except Exception:
-            logger.exception("sweeping incomplete uploads failed")
+def incomplete_upload_sweeper(
+    storage: Storage, interval_seconds: float, *, lock_path: Path | None = None
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Sweep abandoned uploads now, then every `interval_seconds` until the block exits; with
+    `lock_path`, in one app process of those sharing it (see core/leader.py)."""
 
+    async def sweep() -> None:
+        await sweep_incomplete_uploads(storage)
 
-@contextlib.asynccontextmanager
-async def incomplete_upload_sweeper(
-    storage: Storage, interval_seconds: float
-) -> AsyncIterator[None]:
-    """Sweep abandoned uploads now, then every `interval_seconds` until the block exits."""
-    await sweep_incomplete_uploads(storage)
-    task = asyncio.create_task(_sweep_periodically(storage, interval_seconds))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return periodically(
+        sweep, interval_seconds, what="sweeping incomplete uploads", lock_path=lock_path
+    )
 
 
 @dataclass(frozen=True, slots=True)

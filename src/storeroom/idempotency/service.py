@@ -6,17 +6,17 @@ past the primary key (user_id, key). The response is written in the request's ow
 beside its effect, so both land or neither does.
 """
 
-import asyncio
 import base64
 import contextlib
 import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, cast
 
 from cryptography.exceptions import InvalidTag
@@ -27,6 +27,7 @@ from sqlalchemy import ColumnElement, CursorResult, Result, Row, delete, insert,
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storeroom.core.leader import periodically
 from storeroom.idempotency.exceptions import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
@@ -237,34 +238,23 @@ async def delete_expired(session: AsyncSession, now: datetime) -> int:
     return _rowcount(result)
 
 
-async def _sweep_periodically(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    clock: Callable[[], datetime],
-    interval_seconds: float,
-) -> None:
-    while True:
-        await asyncio.sleep(interval_seconds)
-        try:
-            async with sessionmaker() as session, session.begin():
-                removed = await delete_expired(session, clock())
-            if removed:
-                logger.info("removed %d expired idempotency key(s)", removed)
-        except Exception:
-            logger.exception("sweeping expired idempotency keys failed")
-
-
-@contextlib.asynccontextmanager
-async def expired_key_sweeper(
+def expired_key_sweeper(
     sessionmaker: async_sessionmaker[AsyncSession],
     clock: Callable[[], datetime],
     interval_seconds: float = SWEEP_INTERVAL_SECONDS,
-) -> AsyncIterator[None]:
-    """Delete expired keys every `interval_seconds` until the block exits. An expired key is
-    already ignored when it is met; this only keeps the table small."""
-    task = asyncio.create_task(_sweep_periodically(sessionmaker, clock, interval_seconds))
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    *,
+    lock_path: Path | None = None,
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """Delete expired keys now and every `interval_seconds` until the block exits; with
+    `lock_path`, in one app process of those sharing it (see core/leader.py). An expired key
+    is already ignored when it is met; this only keeps the table small."""
+
+    async def sweep() -> None:
+        async with sessionmaker() as session, session.begin():
+            removed = await delete_expired(session, clock())
+        if removed:
+            logger.info("removed %d expired idempotency key(s)", removed)
+
+    return periodically(
+        sweep, interval_seconds, what="sweeping expired idempotency keys", lock_path=lock_path
+    )

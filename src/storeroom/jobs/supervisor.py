@@ -4,7 +4,6 @@ worker`) and serve starts none."""
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -12,21 +11,17 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from enum import Enum
-from pathlib import Path
 
 from pydantic import SecretStr
 
 from storeroom.core.config import Settings
-from storeroom.core.paths import private_dir
+from storeroom.core.leader import LOCK_RETRY_SECONDS, ProcessLock
 
 logger = logging.getLogger("storeroom.jobs")
 
 # How long a stopping worker may finish its running job (Celery's warm shutdown) before it is
 # killed; the job's lease then runs out and the next worker resumes it from its checkpoint.
 STOP_GRACE_SECONDS = 10.0
-# How often an app process that is not supervising checks whether it should (the one that was
-# exited).
-LOCK_RETRY_SECONDS = 5.0
 _RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 # A worker that ran this long before dying restarts after the shortest delay again.
 _HEALTHY_AFTER_SECONDS = 60.0
@@ -60,30 +55,12 @@ class EmbeddedWorker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.lock_path: Path = settings.broker_dir / "worker.lock"
+        self.lock = ProcessLock(settings.broker_dir / "worker.lock")
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
-        self._lock_fd: int | None = None
-
-    def _try_lock(self) -> bool:
-        private_dir(self.lock_path.parent)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
 
     async def run(self) -> None:
-        while not self._try_lock():  # noqa: ASYNC110  # a file lock has no event to wait on
-            await asyncio.sleep(LOCK_RETRY_SECONDS)
+        await self.lock.acquire(LOCK_RETRY_SECONDS)
         failures = 0
         while True:
             started = time.monotonic()
@@ -132,7 +109,7 @@ class EmbeddedWorker:
                     os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
         finally:
-            self._unlock()
+            self.lock.release()
 
 
 @contextlib.asynccontextmanager
