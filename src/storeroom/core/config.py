@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=20, ge=1)
     # Connections kept for single-statement reads (every authenticated request's own account,
     # item pages); requests beyond it wait for one, as they are short.
-    database_reader_pool_size: int = Field(default=10, ge=1)
+    database_reader_pool_size: int = Field(default=20, ge=1)
     # How long a request waits for a pooled connection before it answers 503 database_busy.
     database_pool_timeout_seconds: float = Field(default=30, gt=0)
     # A ping costs a round trip per checkout (bench/database_liveness.py: GET /users/me at 70-80 %
