@@ -68,13 +68,15 @@ def test_a_database_that_refuses_connections_answers_503_database_unavailable(
 
 
 async def _exhaust_pool(app: FastAPI) -> list[AsyncConnection]:
-    """Check out connections until the pool has none left to give."""
+    """Check out connections until the pools (sessions' and single reads') have none left."""
     held: list[AsyncConnection] = []
-    while True:
-        try:
-            held.append(await app.state.engine.connect().start())
-        except sa_exc.TimeoutError:
-            return held
+    for engine in (app.state.engine, app.state.reader):
+        while True:
+            try:
+                held.append(await engine.connect().start())
+            except sa_exc.TimeoutError:
+                break
+    return held
 
 
 async def _release(held: list[AsyncConnection]) -> None:
@@ -86,7 +88,11 @@ def test_no_pooled_connection_within_the_pool_timeout_is_503_database_busy(
     settings: Settings,
 ) -> None:
     settings = settings.model_copy(
-        update={"database_pool_size": 1, "database_pool_timeout_seconds": 0.3}
+        update={
+            "database_pool_size": 1,
+            "database_reader_pool_size": 1,
+            "database_pool_timeout_seconds": 0.3,
+        }
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         register(client, "alice@example.com")
@@ -102,6 +108,32 @@ def test_no_pooled_connection_within_the_pool_timeout_is_503_database_busy(
     assert_503(busy, "database_busy", "2")
     assert waited < 5
     assert after.status_code == 200
+
+
+async def _burst(app: FastAPI, headers: dict[str, str], requests: int) -> list[int]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        responses = await asyncio.gather(
+            *(
+                client.get("/api/v1/users/me" if n % 2 else "/api/v1/items", headers=headers)
+                for n in range(requests)
+            )
+        )
+    return [response.status_code for response in responses]
+
+
+def test_a_burst_larger_than_the_pools_waits_its_turn(settings: Settings) -> None:
+    # Single reads take a connection of a fixed pool (it never opens extra ones): 40 requests
+    # at once with one connection to share all succeed, one after the other.
+    settings = settings.model_copy(update={"database_pool_size": 1, "database_reader_pool_size": 1})
+    with TestClient(create_app(settings)) as client:
+        register(client, "alice@example.com")
+        alice = login(client, "alice@example.com")
+        statuses = run_in_app(client, _burst, client.app, alice, 40)
+        reader = client.app.state.reader.sync_engine.pool  # type: ignore[attr-defined]
+        assert reader.checkedout() == 0
+        assert reader.size() == 1 and reader.overflow() <= 0
+    assert statuses == [200] * 40
 
 
 def test_a_write_lock_held_past_sqlites_busy_timeout_is_503_database_busy(

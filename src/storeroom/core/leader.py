@@ -61,11 +61,13 @@ async def periodically(
     *,
     what: str,
     lock_path: Path | None,
+    at_start: bool = True,
 ) -> AsyncIterator[None]:
-    """Run `work` now and then every `interval_seconds` until the block exits, in the one
-    process holding `lock_path` (every process that enters the block, without one). When this
-    process takes the lock at once, the first run is over before the block is entered, so a
-    startup sweep is done before the app serves. A failed run is logged; the next one comes."""
+    """Run `work` every `interval_seconds` until the block exits, in the one process holding
+    `lock_path` (every process that enters the block, without one); with `at_start`, also at
+    once. When this process takes the lock at once, that first run is over before the block is
+    entered, so a startup sweep is done before the app serves. A failed run is logged; the
+    next one comes."""
     lock = ProcessLock(lock_path) if lock_path is not None else None
 
     async def run() -> None:
@@ -79,7 +81,8 @@ async def periodically(
             assert lock is not None
             await lock.acquire()
             logger.info("%s: done by this process (pid %s) from now on", what, os.getpid())
-            await run()
+            if at_start:
+                await run()
         while True:
             await asyncio.sleep(interval_seconds)
             await run()
@@ -87,7 +90,7 @@ async def periodically(
     leading = lock is None or lock.try_acquire()
     if lock is not None and leading:
         logger.info("%s: done by this process (pid %s)", what, os.getpid())
-    if leading:
+    if leading and at_start:
         await run()
     task = asyncio.create_task(lead(leading))
     try:

@@ -245,7 +245,7 @@ def expired_key_sweeper(
     *,
     lock_path: Path | None = None,
 ) -> contextlib.AbstractAsyncContextManager[None]:
-    """Delete expired keys now and every `interval_seconds` until the block exits; with
+    """Delete expired keys every `interval_seconds` until the block exits; with
     `lock_path`, in one app process of those sharing it (see core/leader.py). An expired key
     is already ignored when it is met; this only keeps the table small."""
 
@@ -256,5 +256,9 @@ def expired_key_sweeper(
             logger.info("removed %d expired idempotency key(s)", removed)
 
     return periodically(
-        sweep, interval_seconds, what="sweeping expired idempotency keys", lock_path=lock_path
+        sweep,
+        interval_seconds,
+        what="sweeping expired idempotency keys",
+        lock_path=lock_path,
+        at_start=False,
     )
