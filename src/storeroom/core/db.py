@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from storeroom.core.config import Settings
 from storeroom.core.paths import private_sqlite_database, sqlite_file
+from storeroom.core.sqlite import use_one_call_cursors
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -198,6 +199,7 @@ def _engine(settings: Settings, pool: dict[str, Any], *, pooled: bool) -> AsyncE
         # A file database gets a pool like any other (SQLAlchemy's own default is 5 + 10);
         # an in-memory one keeps SQLAlchemy's single shared connection.
         engine = create_async_engine(url, **(pool if sqlite_file(url) else {}))
+        event.listen(engine.sync_engine, "connect", use_one_call_cursors)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
         engine = create_async_engine(
