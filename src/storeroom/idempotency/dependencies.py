@@ -116,10 +116,12 @@ class IdempotentRoute(APIRoute):
     """The route class of a router whose routes declare `idempotent()`. FastAPI serializes a
     response after the endpoint returns and then closes the request's session; only the route
     handler holds the finished response while that session is still open, so this is where it
-    is kept. Other routes of the router pass through untouched."""
+    is kept. Other routes of the router get FastAPI's own handler."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        if not any(isinstance(d.call, Idempotency) for d in self.dependant.dependencies):
+            return handler  # nothing to keep: no wrapper on every read of the router
 
         async def handle(request: Request) -> Response:
             request.scope[_ROUTE_READY] = True
