@@ -3,6 +3,7 @@
 import asyncio
 import copy
 import logging
+import os
 import sys
 from typing import Annotated, Any
 
@@ -63,6 +64,11 @@ def serve(
     from storeroom.core.server import HeadLimitedHttpToolsProtocol
 
     settings = _settings_or_exit()
+    if workers > 1 and settings.hashing_workers is None and not reload:
+        # The cores are shared out: N processes each hashing on every core would run N times as
+        # many argon2 hashes at once as there are cores (and hold their memory).
+        share = max(1, (os.cpu_count() or 2) // workers)
+        os.environ["STOREROOM_HASHING_WORKERS"] = str(share)  # the processes uvicorn starts
     uvicorn.run(
         "storeroom.main:create_app",
         factory=True,
@@ -113,7 +119,6 @@ def worker(
 def _exit_with_parent() -> None:
     """The embedded worker stops (warm shutdown) when the `serve` that started it is gone,
     even if that one was killed."""
-    import os
     import signal
     import threading
     import time

@@ -26,7 +26,7 @@ from storeroom.core.requests import (
     HeadRequestMiddleware,
     RequestContextMiddleware,
 )
-from storeroom.core.security import stop_hashing_pool
+from storeroom.core.security import size_hashing_pool, stop_hashing_pool
 from storeroom.core.server import on_shutdown
 from storeroom.events.hub import Hub
 from storeroom.events.log import create_event_log, session_info
@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # with its own settings, and keep the workers from one to the next.
     owns_process = settings is None
     settings = settings or get_settings()
+    if owns_process:
+        size_hashing_pool(settings.hashing_workers)
     settings.signing_key()  # fail at startup, not at the first login, when the key is missing
     warn_if_shared(settings.data_dir)
 

@@ -9,6 +9,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -119,19 +120,53 @@ def test_one_embedded_worker_and_one_of_each_sweep_for_two_processes(
         assert len(_lines(two_workers, text)) == 1, two_workers.output()
 
 
-def test_the_other_process_takes_over_when_the_one_doing_it_dies(
+def _pid_in(line: str) -> int:
+    return int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
+
+
+def test_another_process_takes_over_when_the_one_doing_it_dies(
     two_workers: ServeProcess,
 ) -> None:
-    (line,) = _lines(two_workers, HOUSEKEEPING[0])
-    leader = int(re.search(r"pid (\d+)", line).group(1))  # type: ignore[union-attr]
+    # Each lock goes to whichever process takes it first: kill every process holding one.
     (old_worker,) = _job_workers(two_workers)
-    os.kill(leader, signal.SIGKILL)
+    holders = {_pid_in(_lines(two_workers, text)[0]) for text in HOUSEKEEPING}
+    holders.add(_parent(old_worker))
+    for pid in holders:
+        os.kill(pid, signal.SIGKILL)
 
-    # uvicorn starts a process in its place; the survivor takes the sweeps and the job worker
+    # uvicorn starts processes in their place; the others take the sweeps and the job worker
     for text in HOUSEKEEPING:
         _wait_for(lambda text=text: len(_lines(two_workers, text)) == 2)  # type: ignore[misc]
-        assert f"pid {leader}" not in _lines(two_workers, text)[1]
+        assert _pid_in(_lines(two_workers, text)[1]) not in holders
     _wait_for(lambda: _job_workers(two_workers) not in ([], [old_worker]))
+    _wait_for(lambda: len(_app_processes(two_workers)) == 2)  # uvicorn replaced the killed
     time.sleep(2)
     assert len(_job_workers(two_workers)) == 1
-    assert len(_app_processes(two_workers)) == 2
+
+
+def _hashing_processes(server: ServeProcess, app_process: int) -> list[int]:
+    return [
+        process.pid
+        for process in server.descendants()
+        if process.alive()
+        and _parent(process.pid) == app_process
+        and "spawn_main" in _command_line(process.pid)
+    ]
+
+
+def test_the_processes_share_the_cores_for_password_hashing(two_workers: ServeProcess) -> None:
+    with httpx.Client(base_url=two_workers.base_url, timeout=30) as client:
+        client.post("/api/v1/users", json={"email": "h@example.com", "password": PASSWORD})
+
+    def log_in(_: int) -> int:  # on a new connection: the logins reach both processes
+        with httpx.Client(base_url=two_workers.base_url, timeout=60) as fresh:
+            return fresh.post(
+                "/api/v1/auth/token", data={"username": "h@example.com", "password": PASSWORD}
+            ).status_code
+
+    with ThreadPoolExecutor(8) as pool:  # at once, so that each process hashes side by side
+        assert list(pool.map(log_in, range(24))) == [200] * 24
+    share = max(1, (os.cpu_count() or 2) // 2)
+    counts = [len(_hashing_processes(two_workers, pid)) for pid in _app_processes(two_workers)]
+    assert sum(counts) >= 1
+    assert all(count <= share for count in counts), counts

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     database_pool_size: int = Field(default=20, ge=1)
+    # Password-hashing processes per app process (argon2 is CPU-bound). Unset: one per core,
+    # and `storeroom serve --workers N` shares the cores out among its N processes.
+    hashing_workers: int | None = Field(default=None, ge=1)
     # Connections kept for single-statement reads (every authenticated request's own account,
     # item pages); requests beyond it wait for one, as they are short.
     database_reader_pool_size: int = Field(default=20, ge=1)

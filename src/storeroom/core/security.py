@@ -96,13 +96,14 @@ class _HashingPool:
     def __init__(self) -> None:
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self.workers: int | None = None  # None: one per core
 
     def _get(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
                 context = multiprocessing.get_context("spawn")
                 self._executor = ProcessPoolExecutor(
-                    max_workers=os.cpu_count() or 2,
+                    max_workers=self.workers or os.cpu_count() or 2,
                     mp_context=context,
                     initializer=_start_hashing_worker,
                     initargs=(os.getpid(),),
@@ -130,6 +131,12 @@ class _HashingPool:
 
 
 _hashing_pool = _HashingPool()
+
+
+def size_hashing_pool(workers: int | None) -> None:
+    """How many hashing processes this process starts (None: one per core); for the process's
+    own app, before its first hash."""
+    _hashing_pool.workers = workers
 
 
 async def stop_hashing_pool() -> None:
