@@ -28,6 +28,7 @@ from storeroom.core.migrations import upgrade
 from storeroom.main import create_app
 from storeroom.models import Base
 from storeroom.users.models import User
+from tests.s3 import AWS_ENV, MotoServer, moto_server
 from tests.smtp import SmtpServer
 
 T = TypeVar("T")
@@ -125,6 +126,14 @@ def migrated_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
             upgrade(rendered)
             urls[backend] = rendered
     yield urls
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """A real S3 API (moto in server mode) with an empty bucket; apps in this process find
+    its credentials in the standard AWS variables."""
+    os.environ.update(AWS_ENV)
+    yield from moto_server(tmp_path_factory.mktemp("moto") / "moto.log")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -219,12 +219,13 @@ def verify_files(
         try:
             async with create_sessionmaker(engine)() as session:
                 report = await files_service.verify(session, storage)
+            removed = 0
+            if remove_unreferenced:
+                removed = await files_service.remove_unreferenced(storage, report)
+            return report, removed
         finally:
+            await storage.close()
             await engine.dispose()
-        removed = 0
-        if remove_unreferenced:
-            removed = await files_service.remove_unreferenced(storage, report)
-        return report, removed
 
     report, removed = asyncio.run(run())
     for missing in report.missing_content:
@@ -252,3 +253,59 @@ def verify_files(
 
 if __name__ == "__main__":
     app()
+
+
+@files_app.command("migrate")
+def migrate_files(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="The storage to copy into: s3://bucket/prefix (with STOREROOM_S3_* and the "
+            "AWS credentials of the environment) or file:///path.",
+        ),
+    ],
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Files copied at once.")] = 4,
+) -> None:
+    """Copy every file's bytes from the configured storage (STOREROOM_STORAGE_URL) into
+    another, verified by sha256. Resumable: files already there are skipped. Run it, point
+    STOREROOM_STORAGE_URL at the target and restart, then run it again for the files uploaded
+    meanwhile."""
+    from storeroom.core.config import parse_storage_url
+    from storeroom.files import service as files_service
+    from storeroom.files.storage import create_storage
+
+    settings = _settings_or_exit()
+    try:
+        target_location = parse_storage_url(to)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--to") from None
+    if str(target_location) == str(settings.storage_location):
+        raise typer.BadParameter("the target is the configured storage itself", param_hint="--to")
+
+    async def run() -> files_service.MigrationReport:
+        from storeroom.core.db import create_engine, create_sessionmaker
+
+        engine = create_engine(settings)
+        source = create_storage(settings)
+        target = create_storage(settings, target_location)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                return await files_service.migrate(session, source, target, concurrency=concurrency)
+        finally:
+            await source.close()
+            await target.close()
+            await engine.dispose()
+
+    report = asyncio.run(run())
+    for key in report.missing:
+        typer.echo(f"not copied, no bytes in {settings.storage_location}: key {key}")
+    for key in report.corrupt:
+        typer.echo(f"not copied, the bytes fail their sha256: key {key}")
+    typer.echo(
+        f"copied {report.copied} files ({report.copied_bytes} bytes) to {target_location}; "
+        f"{report.already_there} were already there; {len(report.missing)} missing, "
+        f"{len(report.corrupt)} corrupt"
+    )
+    if not report.complete:
+        raise typer.Exit(code=1)

@@ -105,7 +105,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             send_timeout_seconds=settings.event_send_timeout_seconds,
         )
         app.state.login_limiter = create_login_limiter(settings, app.state.sessionmaker)
-        logger.info("storeroom %s started (%s)", __version__, engine.url.get_backend_name())
+        logger.info(
+            "storeroom %s started (%s, files in %s)",
+            __version__,
+            engine.url.get_backend_name(),
+            app.state.file_storage,
+        )
         if settings.gc_freeze:
             # What startup built lives as long as the process: keep it out of the cyclic
             # collector's passes, which otherwise rescan it and stall requests (measured: p99
@@ -140,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 app.state.job_queue.close()
                 await app.state.login_limiter.close()
+                await app.state.file_storage.close()
                 await engine.dispose()
                 if reader is not engine:
                     await reader.dispose()

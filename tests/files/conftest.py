@@ -2,13 +2,13 @@
 with NUL, slashes or raw UTF-8 reach the server exactly as a hostile client would send them)."""
 
 import hashlib
-from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from storeroom.core.config import Settings
+from tests.s3 import Stored, s3_settings, stored
 
 MAX_UPLOAD_BYTES = 1024
 QUOTA_BYTES = 4096
@@ -16,11 +16,19 @@ BOUNDARY = "storeroom-test-boundary-7d1f"
 MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 
 
+@pytest.fixture(params=["file", "s3"])
+def storage_backend(request: pytest.FixtureRequest) -> str:
+    """Every files test runs on local files and on S3 (a real S3 API: moto in server mode)."""
+    backend: str = request.param
+    return backend
+
+
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={"max_upload_bytes": MAX_UPLOAD_BYTES, "user_quota_bytes": QUOTA_BYTES}
-    )
+def settings(settings: Settings, storage_backend: str, request: pytest.FixtureRequest) -> Settings:
+    limits = {"max_upload_bytes": MAX_UPLOAD_BYTES, "user_quota_bytes": QUOTA_BYTES}
+    if storage_backend == "s3":
+        return s3_settings(settings, request.getfixturevalue("s3_server"), **limits)
+    return settings.model_copy(update=limits)
 
 
 def multipart_body(
@@ -71,7 +79,7 @@ def sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def files_on_disk(settings: Settings) -> list[Path]:
-    """Every regular file in the storage directory, finished or not."""
-    root = settings.data_dir / "files"
-    return sorted(path for path in root.rglob("*") if path.is_file()) if root.exists() else []
+def files_on_disk(settings: Settings) -> list[Stored]:
+    """Everything in the storage, finished or not: files and temp files in the storage
+    directory, or objects and multipart uploads under the S3 prefix."""
+    return stored(settings)

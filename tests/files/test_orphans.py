@@ -16,9 +16,11 @@ from typer.testing import CliRunner
 
 from storeroom.cli import app as cli
 from storeroom.core.config import Settings, get_settings
+from storeroom.files import service as files_service
 from storeroom.users.models import User
 from tests.conftest import TEST_SECRET_KEY, login, run_in_app
 from tests.files.conftest import MULTIPART, files_on_disk, multipart_body, uploaded
+from tests.s3 import StoreView, storage_env
 
 TWO_HOURS = 2 * 3600
 
@@ -127,6 +129,13 @@ def test_an_upload_whose_account_is_deleted_meanwhile_leaves_nothing(
     assert files_on_disk(settings) == []
 
 
+@pytest.fixture
+def local_files(storage_backend: str) -> None:
+    if storage_backend != "file":
+        pytest.skip("temp files are local storage's; test_s3.py sweeps stale multipart uploads")
+
+
+@pytest.mark.usefixtures("local_files")
 def test_old_temp_files_are_swept_at_startup_and_fresh_ones_kept(
     app: FastAPI, settings: Settings
 ) -> None:
@@ -137,6 +146,7 @@ def test_old_temp_files_are_swept_at_startup_and_fresh_ones_kept(
         assert in_progress.exists()
 
 
+@pytest.mark.usefixtures("local_files")
 def test_old_temp_files_are_swept_periodically(settings: Settings) -> None:
     from storeroom.main import create_app
 
@@ -156,6 +166,7 @@ def verify(settings: Settings) -> Iterator[Any]:
         "STOREROOM_DATABASE_URL": settings.database_url,
         "STOREROOM_DATA_DIR": str(settings.data_dir),
         "STOREROOM_SECRET_KEY": TEST_SECRET_KEY,
+        **storage_env(settings),
     }
 
     def run(*options: str) -> Any:
@@ -180,13 +191,16 @@ def test_verify_reports_rows_without_bytes_and_bytes_without_rows(
 ) -> None:
     lost = uploaded(client, alice, b"lost bytes")
     uploaded(client, alice, b"fine")
-    lost_key = next(path for path in files_on_disk(settings) if path.read_bytes() == b"lost bytes")
+    lost_key = next(blob for blob in files_on_disk(settings) if blob.read_bytes() == b"lost bytes")
     lost_key.unlink()
     stray_key = "f" * 32
-    stray = settings.data_dir / "files" / "ff" / stray_key
-    stray.parent.mkdir(parents=True, exist_ok=True)
-    stray.write_bytes(b"nobody's")
-    temp_file(settings, 10)  # an upload in progress is neither
+    view = StoreView(settings)
+    view.put(stray_key, b"nobody's")
+    # An upload in progress is neither.
+    if view.s3:
+        view.start_upload()
+    else:
+        temp_file(settings, 10)
 
     result = verify()
     assert result.exit_code == 1
@@ -196,21 +210,25 @@ def test_verify_reports_rows_without_bytes_and_bytes_without_rows(
 
 
 def test_verify_can_remove_old_bytes_without_rows(
-    client: TestClient, alice: dict[str, str], settings: Settings, verify: Any
+    client: TestClient,
+    alice: dict[str, str],
+    settings: Settings,
+    verify: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     uploaded(client, alice, b"kept")
-    shard = settings.data_dir / "files" / "ee"
-    shard.mkdir(parents=True, exist_ok=True)
-    old, fresh = shard / ("e" * 32), shard / ("e" * 31 + "0")
-    for path in (old, fresh):
-        path.write_bytes(b"orphan")
-    stamp = time.time() - TWO_HOURS
-    os.utime(old, (stamp, stamp))
+    view = StoreView(settings)
+    old, fresh = "e" * 32, "e" * 31 + "0"
+    view.put(old, b"orphan")
+    time.sleep(1.5)  # the store stamps its objects itself: one older than the other
+    view.put(fresh, b"orphan")
+    monkeypatch.setattr(files_service, "INCOMPLETE_UPLOAD_MAX_AGE_SECONDS", 1)
 
     result = verify("--remove-unreferenced")
     assert "removed 1 blobs without rows" in result.output
-    assert not old.exists()
-    assert fresh.exists()
+    names = [blob.name for blob in files_on_disk(settings)]
+    assert old not in names
+    assert fresh in names
     assert verify().exit_code == 1  # the fresh one is still reported
     assert client.get("/api/v1/files", headers=alice).json()["total"] == 1
 
@@ -236,14 +254,13 @@ def test_bytes_left_by_a_failed_removal_after_an_account_deletion_are_reclaimed(
     monkeypatch.undo()
 
     left = files_on_disk(settings)
-    assert sorted(path.read_bytes() for path in left) == [b"first", b"second"]
+    assert sorted(blob.read_bytes() for blob in left) == [b"first", b"second"]
     report = verify()
     assert report.exit_code == 1
     assert "0 rows, 2 blobs: 0 rows without bytes, 2 blobs without rows" in report.output
-    for path in left:
-        assert f"bytes without row: key {path.name}" in report.output
-        stamp = time.time() - TWO_HOURS
-        os.utime(path, (stamp, stamp))
+    for blob in left:
+        assert f"bytes without row: key {blob.name}" in report.output
+    monkeypatch.setattr(files_service, "INCOMPLETE_UPLOAD_MAX_AGE_SECONDS", 0)
     assert "removed 2 blobs without rows" in verify("--remove-unreferenced").output
     assert files_on_disk(settings) == []
 

@@ -2,11 +2,14 @@
 
 import contextlib
 import os
+import re
 import secrets
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -100,6 +103,46 @@ def _load_or_create_key(key_file: Path) -> str:
     return _read_key(key_file)
 
 
+@dataclass(frozen=True, slots=True)
+class StorageLocation:
+    """A parsed STOREROOM_STORAGE_URL: a directory (file) or a bucket and key prefix (s3)."""
+
+    scheme: Literal["file", "s3"]
+    path: Path | None = None
+    bucket: str = ""
+    prefix: str = ""  # "" or ending in "/"
+
+    def __str__(self) -> str:
+        if self.scheme == "file":
+            return str(self.path)
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def parse_storage_url(url: str) -> StorageLocation:
+    """file:///abs/path, file:relative/path, a plain path, or s3://bucket[/prefix]."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        if url.startswith("file:"):
+            return StorageLocation("file", path=Path(url.removeprefix("file:")))
+        if url.startswith("s3:"):
+            raise ValueError(f"storage URL {url!r}: write s3://bucket/prefix")
+        return StorageLocation("file", path=Path(url))
+    if scheme == "file":
+        return StorageLocation("file", path=Path(unquote(urlsplit(url).path)))
+    if scheme == "s3":
+        bucket, _, prefix = rest.partition("/")
+        if not _BUCKET.fullmatch(bucket):
+            raise ValueError(f"storage URL {url!r}: {bucket!r} is not a valid bucket name")
+        prefix = prefix.strip("/")
+        if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise ValueError(f"storage URL {url!r}: the prefix has an empty or relative part")
+        return StorageLocation("s3", bucket=bucket, prefix=f"{prefix}/" if prefix else "")
+    raise ValueError(f"storage URL {url!r}: the scheme must be file:// or s3://")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="STOREROOM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -159,6 +202,17 @@ class Settings(BaseSettings):
     user_quota_bytes: int = Field(default=1024 * 1024 * 1024, ge=0)
     file_sweep_interval_seconds: float = Field(default=900, gt=0)
     file_fsync: bool = True
+    # Where file bytes live: file:///path (unset: <data dir>/files) or s3://bucket/prefix on any
+    # S3-compatible store. Credentials come from the standard AWS variables or config files.
+    storage_url: str = ""
+    s3_endpoint_url: str | None = None  # MinIO, Ceph, R2, ...; unset for AWS itself
+    s3_region: str | None = None
+    # proxy: downloads stream through Storeroom; redirect (S3 only): a 307 to a presigned URL
+    # valid for s3_presign_seconds.
+    storage_downloads: Literal["proxy", "redirect"] = "proxy"
+    s3_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    # Parts of a multipart upload to the store (S3 allows 5 MiB to 5 GiB per part).
+    s3_part_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
     # The request line and headers of one request, as `storeroom serve` reads them: past either
     # limit the answer is 431 and the connection closes, before anything is buffered further.
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -237,6 +291,19 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'storeroom.db'}"
         self.database_url = async_database_url(self.database_url)
         return self
+
+    @model_validator(mode="after")
+    def _check_storage(self) -> "Settings":
+        location = self.storage_location
+        if self.storage_downloads == "redirect" and location.scheme != "s3":
+            raise ValueError("STOREROOM_STORAGE_DOWNLOADS=redirect needs an s3:// storage URL")
+        return self
+
+    @property
+    def storage_location(self) -> "StorageLocation":
+        if not self.storage_url:
+            return StorageLocation("file", path=self.data_dir / "files")
+        return parse_storage_url(self.storage_url)
 
     @property
     def secure_cookies(self) -> bool:

@@ -5,6 +5,7 @@ from storeroom.core.errors import (
     DomainError,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
 
@@ -57,3 +58,11 @@ class RangeNotSatisfiable(DomainError):
 
     def __init__(self, size: int, detail: str | None = None):
         super().__init__(detail, headers={"Content-Range": f"bytes */{size}"})
+
+
+class StorageUnavailable(ServiceUnavailable):
+    code = "storage_unavailable"
+    detail = "The file storage is unavailable, try again shortly"
+
+    def __init__(self, detail: str | None = None):
+        super().__init__(detail, retry_after=5)

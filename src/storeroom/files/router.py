@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Response, status
+from fastapi.responses import RedirectResponse
 
 from storeroom.auth.dependencies import CurrentUser, require_scope
 from storeroom.core.db import DbSession
@@ -63,6 +64,10 @@ DOWNLOAD_OPENAPI: dict[str, Any] = {
         },
         "206": {"description": "The requested byte range, with Content-Range."},
         "304": {"description": "Not modified: If-None-Match matched the ETag."},
+        "307": {
+            "description": "With STOREROOM_STORAGE_DOWNLOADS=redirect: fetch the file from "
+            "the short-lived presigned URL in Location (Range works there too)."
+        },
     }
 }
 
@@ -138,6 +143,13 @@ async def download_file(
     )
     if plan.status == status.HTTP_304_NOT_MODIFIED:
         return Response(status_code=plan.status, headers=plan.headers)
+    url = await files_service.download_url(storage, file)
+    if url is not None:  # STOREROOM_STORAGE_DOWNLOADS=redirect: the store serves the bytes
+        return RedirectResponse(
+            url,
+            status_code=status.HTTP_307_TEMPORARY_REDIRECT,
+            headers={"ETag": plan.headers["ETag"], "Cache-Control": "private, no-store"},
+        )
     content = await files_service.open_content(storage, file, plan)
     return ClosingStreamingResponse(content, status_code=plan.status, headers=plan.headers)
 

@@ -28,9 +28,21 @@ from storeroom.files.exceptions import (
 )
 from storeroom.files.models import StoredFile
 from storeroom.files.multipart import PartEnd, PartStart, iter_parts
-from storeroom.files.naming import normalize_content_type, sanitize_filename
+from storeroom.files.naming import (
+    content_disposition,
+    normalize_content_type,
+    sanitize_filename,
+    served_content_type,
+)
 from storeroom.files.schemas import FileRead
-from storeroom.files.storage import BlobInfo, BlobMissing, BlobWriter, Storage, StoredBlob
+from storeroom.files.storage import (
+    BlobCorrupt,
+    BlobInfo,
+    BlobMissing,
+    BlobWriter,
+    Storage,
+    StoredBlob,
+)
 from storeroom.items import service as items_service
 from storeroom.items.exceptions import ItemNotFound
 from storeroom.users.models import User
@@ -266,6 +278,15 @@ async def open_content(
         raise FileContentMissing() from exc
 
 
+async def download_url(storage: Storage, file: StoredFile) -> str | None:
+    """A presigned URL to send the client to, when the storage hands them out."""
+    return await storage.download_url(
+        file.storage_key,
+        content_type=served_content_type(file.content_type),
+        content_disposition=content_disposition(file.filename),
+    )
+
+
 async def delete(session: AsyncSession, file: StoredFile) -> None:
     """Delete the file's row; the caller removes its bytes once that is committed
     (`remove_blobs`), so a failed commit cannot leave the row without its bytes."""
@@ -389,4 +410,77 @@ async def verify(session: AsyncSession, storage: Storage) -> StorageReport:
     report.missing_content = [
         MissingContent(row.id, row.owner_id, row.storage_key) for row in rows.values()
     ]
+    return report
+
+
+@dataclass(slots=True)
+class MigrationReport:
+    copied: int = 0
+    copied_bytes: int = 0
+    already_there: int = 0
+    missing: list[str] = field(default_factory=list)  # keys with no bytes in the source
+    corrupt: list[str] = field(default_factory=list)  # keys whose bytes fail their sha256
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing or self.corrupt)
+
+
+async def _copy_blob(source: Storage, target: Storage, key: str, sha256: str) -> int:
+    chunks = await source.open_read(key)
+    writer = await target.open_write(key)
+    try:
+        async for chunk in chunks:
+            await writer.write(chunk)
+        blob = await writer.finish(expected_sha256=sha256)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await writer.abort()
+        raise
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+    return blob.size
+
+
+async def migrate(
+    session: AsyncSession, source: Storage, target: Storage, *, concurrency: int = 4
+) -> MigrationReport:
+    """Copy every file's bytes from `source` to `target` under the same key, each verified
+    against the row's sha256 before it appears in the target. Files already in the target with
+    the row's size are skipped, so an interrupted run resumes where it stopped, and a second
+    run copies the files uploaded meanwhile."""
+    result = await session.execute(
+        select(StoredFile.storage_key, StoredFile.size, StoredFile.sha256).order_by(
+            StoredFile.created_at
+        )
+    )
+    rows = result.all()
+    await session.commit()  # no transaction held open through the copy
+    present = {blob.key: blob.size async for blob in target.iter_blobs()}
+    report = MigrationReport()
+    to_copy = []
+    for key, size, sha256 in rows:
+        if present.get(key) == size:
+            report.already_there += 1
+        else:
+            to_copy.append((key, sha256))
+    queue = iter(to_copy)  # shared by the copiers: each takes the next file
+
+    async def copier() -> None:
+        for key, sha256 in queue:
+            try:
+                report.copied_bytes += await _copy_blob(source, target, key, sha256)
+                report.copied += 1
+            except BlobMissing:
+                logger.error("file bytes missing from %s (key %s)", source, key)
+                report.missing.append(key)
+            except BlobCorrupt as exc:
+                logger.error("not copied, its bytes fail their sha256: %s", exc)
+                report.corrupt.append(key)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(max(1, concurrency)):
+            group.start_soon(copier)
     return report

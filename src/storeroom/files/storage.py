@@ -1,6 +1,6 @@
 """Files: where the bytes live. A small interface (write, ranged read, delete, exists, list,
-sweep) and the local-disk backend behind it; another backend (S3-compatible, say) implements
-`Storage` and nothing above this module changes."""
+sweep) and the local-disk backend behind it; the S3-compatible backend (files/s3.py) implements
+the same `Storage`, and nothing above this module knows which one it has."""
 
 import hashlib
 import logging
@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from storeroom.core.config import Settings
+from storeroom.core.config import Settings, StorageLocation
 from storeroom.core.paths import private_dir
 
 # Bytes handed to a worker thread per write and per read: large enough that the thread hop is
@@ -33,6 +33,10 @@ _TEMP_NAME = re.compile(r"\.[0-9a-f]{32}\.part")
 
 class BlobMissing(Exception):
     """The storage has no bytes under this key."""
+
+
+class BlobCorrupt(Exception):
+    """The bytes written do not have the sha256 they were expected to have."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +64,29 @@ class BlobWriter(ABC):
     async def write(self, data: bytes) -> None: ...
 
     @abstractmethod
-    async def finish(self) -> StoredBlob: ...
+    async def finish(self, expected_sha256: str | None = None) -> StoredBlob:
+        """Make the blob visible under its key. With `expected_sha256`, a blob whose bytes hash
+        otherwise is thrown away instead (BlobCorrupt), so it never appears under the key."""
 
     @abstractmethod
     async def abort(self) -> None: ...
 
 
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+def check_key(key: str) -> str:
+    if not _KEY.fullmatch(key):  # keys come from our own rows, but never trust a path
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
 class Storage(ABC):
     @abstractmethod
-    async def open_write(self) -> BlobWriter:
-        """Start a new blob under a freshly generated key."""
+    async def open_write(self, key: str | None = None) -> BlobWriter:
+        """Start a new blob, under a freshly generated key unless one is given (copying a blob
+        from another storage keeps its key)."""
 
     @abstractmethod
     async def open_read(
@@ -92,6 +109,18 @@ class Storage(ABC):
     @abstractmethod
     async def sweep_incomplete(self, older_than_seconds: float) -> int:
         """Remove writes abandoned longer ago than this (a crash mid-upload); returns how many."""
+
+    async def download_url(
+        self, key: str, *, content_type: str, content_disposition: str
+    ) -> str | None:
+        """A short-lived URL the client can fetch the blob from directly, answered with these
+        headers, or None when this storage cannot hand one out (downloads then stream through
+        the service)."""
+        return None
+
+    async def close(self) -> None:
+        """Release connections; the storage may not be used afterwards."""
+        return None
 
 
 def _write_all(fd: int, pieces: list[bytes]) -> None:
@@ -136,19 +165,22 @@ class _LocalBlobWriter(BlobWriter):
             # Not abandoned on cancellation, so the descriptor is never closed under the thread.
             await anyio.to_thread.run_sync(self._flush_sync, pieces)
 
-    def _finish_sync(self, pieces: list[bytes]) -> None:
+    def _finish_sync(self, pieces: list[bytes], expected_sha256: str | None) -> None:
         assert self._fd is not None
         if pieces:
             self._flush_sync(pieces)
+        if expected_sha256 is not None and self._hash.hexdigest() != expected_sha256:
+            self._abort_sync()
+            raise BlobCorrupt(f"{self.key}: sha256 {self._hash.hexdigest()}, not {expected_sha256}")
         if self._fsync:
             os.fsync(self._fd)
         os.close(self._fd)
         self._fd = None
         os.replace(self._temp_path, self._final_path)
 
-    async def finish(self) -> StoredBlob:
+    async def finish(self, expected_sha256: str | None = None) -> StoredBlob:
         pieces, self._pending, self._pending_bytes = self._pending, [], 0
-        await anyio.to_thread.run_sync(self._finish_sync, pieces)
+        await anyio.to_thread.run_sync(self._finish_sync, pieces, expected_sha256)
         return StoredBlob(key=self.key, size=self.size, sha256=self._hash.hexdigest())
 
     def _abort_sync(self) -> None:
@@ -208,10 +240,11 @@ class LocalStorage(Storage):
         self.root = root
         self.fsync = fsync
 
+    def __str__(self) -> str:
+        return str(self.root)
+
     def _path(self, key: str) -> Path:
-        if not _KEY.fullmatch(key):  # keys come from our own rows, but never trust a path
-            raise ValueError(f"invalid storage key {key!r}")
-        return self.root / key[:2] / key
+        return self.root / key[:2] / check_key(key)
 
     def _open_temp(self, key: str) -> tuple[Path, Path, int]:
         final_path = self._path(key)
@@ -220,8 +253,8 @@ class LocalStorage(Storage):
         fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         return temp_path, final_path, fd
 
-    async def open_write(self) -> BlobWriter:
-        key = uuid.uuid4().hex
+    async def open_write(self, key: str | None = None) -> BlobWriter:
+        key = new_key() if key is None else check_key(key)
         temp_path, final_path, fd = await anyio.to_thread.run_sync(self._open_temp, key)
         return _LocalBlobWriter(key, temp_path, final_path, fd, self.fsync)
 
@@ -291,5 +324,12 @@ class LocalStorage(Storage):
         return await anyio.to_thread.run_sync(self._sweep_sync, older_than_seconds)
 
 
-def create_storage(settings: Settings) -> Storage:
-    return LocalStorage(settings.data_dir / "files", fsync=settings.file_fsync)
+def create_storage(settings: Settings, location: StorageLocation | None = None) -> Storage:
+    """The storage STOREROOM_STORAGE_URL names (or `location`, e.g. a migration's target)."""
+    location = location or settings.storage_location
+    if location.scheme == "s3":
+        from storeroom.files.s3 import S3Storage
+
+        return S3Storage.from_settings(settings, location)
+    assert location.path is not None
+    return LocalStorage(location.path, fsync=settings.file_fsync)

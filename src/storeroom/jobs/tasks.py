@@ -36,16 +36,18 @@ async def _worker_env(app: "StoreroomCelery") -> AsyncIterator[jobs_service.Work
     settings = app.settings
     engine = create_engine(settings, pooled=False)
     event_log = create_event_log(settings)  # appends only: the API processes read it
+    storage = create_storage(settings)
     try:
         yield jobs_service.WorkerEnv(
             settings=settings,
             sessionmaker=create_sessionmaker(engine, info=session_info(event_log)),
-            storage=create_storage(settings),
+            storage=storage,
             queue=CeleryJobQueue(app),
         )
     finally:
         try:
             await event_log.close()
+            await storage.close()
         finally:
             await engine.dispose()
 
