@@ -59,10 +59,16 @@ def _store_errors(what: str) -> Iterator[None]:
         raise StorageUnavailable() from exc
 
 
-def _join_and_hash(hasher: "hashlib._Hash", pieces: list[bytes]) -> bytes:
+def _join_and_hash(
+    hasher: "hashlib._Hash", pieces: list[bytes], limit: int | None
+) -> tuple[bytes, bytes]:
+    """The first `limit` bytes of the pieces (all of them when None), hashed, and the rest."""
     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    rest = b""
+    if limit is not None and len(data) > limit:
+        data, rest = data[:limit], data[limit:]
     hasher.update(data)  # releases the GIL for large buffers
-    return data
+    return data, rest
 
 
 class _S3BlobWriter(BlobWriter):
@@ -87,15 +93,18 @@ class _S3BlobWriter(BlobWriter):
         self._pending.append(data)
         self._pending_bytes += len(data)
         self.size += len(data)
-        if self._pending_bytes >= self._storage.part_bytes:
-            await self._send_part()
+        while self._pending_bytes >= self._storage.part_bytes:
+            await self._send_part(await self._take_part(self._storage.part_bytes))
 
-    async def _take_part(self) -> bytes:
+    async def _take_part(self, limit: int | None = None) -> bytes:
+        """The next part: `limit` bytes of what is pending (all of it when None)."""
         pieces, self._pending, self._pending_bytes = self._pending, [], 0
-        return await anyio.to_thread.run_sync(_join_and_hash, self._hash, pieces)
+        data, rest = await anyio.to_thread.run_sync(_join_and_hash, self._hash, pieces, limit)
+        if rest:
+            self._pending, self._pending_bytes = [rest], len(rest)
+        return data
 
-    async def _send_part(self) -> None:
-        data = await self._take_part()
+    async def _send_part(self, data: bytes) -> None:
         await self._wait_in_flight()  # at most one part on the wire while the next arrives
         client = await self._storage.client()
         if self._upload_id is None:
@@ -142,7 +151,7 @@ class _S3BlobWriter(BlobWriter):
                     )
             else:
                 if self._pending:
-                    await self._send_part()
+                    await self._send_part(await self._take_part())
                 await self._wait_in_flight()
                 self._check(expected_sha256)
                 with _store_errors("completing a multipart upload"):
@@ -271,6 +280,7 @@ class S3Storage(Storage):
         async with self._lock:
             if self._client is None:
                 config = Config(
+                    signature_version="s3v4",  # presigned URLs too (botocore's default: v2)
                     # Path-style URLs work on every S3-compatible server; AWS picks for itself.
                     s3={
                         "addressing_style": "path" if self.endpoint_url else "auto",

@@ -471,7 +471,8 @@ async def migrate(
     async def copier() -> None:
         for key, sha256 in queue:
             try:
-                report.copied_bytes += await _copy_blob(source, target, key, sha256)
+                size = await _copy_blob(source, target, key, sha256)
+                report.copied_bytes += size
                 report.copied += 1
             except BlobMissing:
                 logger.error("file bytes missing from %s (key %s)", source, key)
