@@ -265,12 +265,21 @@ def migrate_files(
             "AWS credentials of the environment) or file:///path.",
         ),
     ],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="The storage to copy from (default: STOREROOM_STORAGE_FALLBACK_URL if set, "
+            "else STOREROOM_STORAGE_URL, i.e. <data dir>/files unless set).",
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Files copied at once.")] = 4,
 ) -> None:
-    """Copy every file's bytes from the configured storage (STOREROOM_STORAGE_URL) into
-    another, verified by sha256. Resumable: files already there are skipped. Run it, point
-    STOREROOM_STORAGE_URL at the target and restart, then run it again for the files uploaded
-    meanwhile."""
+    """Copy every file's bytes into another storage under the same key, each verified by
+    sha256 before it appears there. Resumable: files already there are skipped. To move
+    without downtime: run it; set STOREROOM_STORAGE_URL to the target and
+    STOREROOM_STORAGE_FALLBACK_URL to the old storage and restart; run it again (it copies
+    the files uploaded meanwhile); then unset the fallback."""
     from storeroom.core.config import parse_storage_url
     from storeroom.files import service as files_service
     from storeroom.files.storage import create_storage
@@ -280,32 +289,42 @@ def migrate_files(
         target_location = parse_storage_url(to)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--to") from None
-    if str(target_location) == str(settings.storage_location):
-        raise typer.BadParameter("the target is the configured storage itself", param_hint="--to")
+    try:
+        source_location = (
+            parse_storage_url(source)
+            if source
+            else settings.storage_fallback_location or settings.storage_location
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--from") from None
+    if str(target_location) == str(source_location):
+        raise typer.BadParameter(f"it is the source itself ({source_location})", param_hint="--to")
 
     async def run() -> files_service.MigrationReport:
         from storeroom.core.db import create_engine, create_sessionmaker
 
         engine = create_engine(settings)
-        source = create_storage(settings)
+        source_storage = create_storage(settings, source_location)
         target = create_storage(settings, target_location)
         try:
             async with create_sessionmaker(engine)() as session:
-                return await files_service.migrate(session, source, target, concurrency=concurrency)
+                return await files_service.migrate(
+                    session, source_storage, target, concurrency=concurrency
+                )
         finally:
-            await source.close()
+            await source_storage.close()
             await target.close()
             await engine.dispose()
 
     report = asyncio.run(run())
     for key in report.missing:
-        typer.echo(f"not copied, no bytes in {settings.storage_location}: key {key}")
+        typer.echo(f"not copied, no bytes in {source_location}: key {key}")
     for key in report.corrupt:
         typer.echo(f"not copied, the bytes fail their sha256: key {key}")
     typer.echo(
-        f"copied {report.copied} files ({report.copied_bytes} bytes) to {target_location}; "
-        f"{report.already_there} were already there; {len(report.missing)} missing, "
-        f"{len(report.corrupt)} corrupt"
+        f"copied {report.copied} files ({report.copied_bytes} bytes) from {source_location} "
+        f"to {target_location}; {report.already_there} were already there; "
+        f"{len(report.missing)} missing, {len(report.corrupt)} corrupt"
     )
     if not report.complete:
         raise typer.Exit(code=1)

@@ -5,6 +5,7 @@ the files suite runs on S3 too (see conftest.py)."""
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -231,23 +232,26 @@ def run_cli(env: dict[str, str], *args: str) -> Any:
     return CliRunner().invoke(cli, list(args), env=env)
 
 
-def test_files_migrate_moves_local_files_into_the_bucket_verified_and_resumable(
+def test_files_migrate_moves_local_files_into_the_bucket_without_downtime(
     settings: Settings, cli_env: dict[str, str]
 ) -> None:
+    """The documented move: migrate while serving; switch to the bucket with the old storage
+    as the fallback; migrate again; verify; drop the fallback. Every file readable throughout,
+    every copy checked against its sha256."""
     local = settings.model_copy(update={"storage_url": ""})  # <data dir>/files
+    moving = settings.model_copy(update={"storage_fallback_url": str(local.storage_location)})
     contents = [b"first file", b"second file", big_content(9 * MIB)]
     with TestClient(create_app(local)) as client:
         register(client, "alice@example.com")
         alice = login(client, "alice@example.com")
         ids = [uploaded(client, alice, content) for content in contents]
-        broken = uploaded(client, alice, b"will rot")
+        rotting = uploaded(client, alice, b"will rot")
     # One local file rots on disk (same size, other bytes): it must not be copied.
     [rotten] = [blob for blob in StoreView(local).all() if blob.read_bytes() == b"will rot"]
-    with open(rotten.location, "wb") as file:
-        file.write(b"has  rot")
-    target = settings.storage_url
+    Path(rotten.location).write_bytes(b"has  rot")
     s3_env = storage_env(settings)
     del s3_env["STOREROOM_STORAGE_URL"]  # the source is the configured (local) storage
+    target = settings.storage_url
 
     first = run_cli({**cli_env, **s3_env}, "files", "migrate", "--to", target)
     assert first.exit_code == 1, first.output
@@ -255,26 +259,41 @@ def test_files_migrate_moves_local_files_into_the_bucket_verified_and_resumable(
     assert "1 corrupt" in first.output
     assert f"the bytes fail their sha256: key {rotten.name}" in first.output
     view = StoreView(settings)
-    assert sorted(blob.name for blob in view.all()) == sorted(
-        blob.name for blob in StoreView(local).all() if blob.name != rotten.name
-    )
+    assert rotten.name not in [blob.name for blob in view.all()]
     assert view.uploads() == []
+    Path(rotten.location).write_bytes(b"will rot")  # restored from a backup, say
 
-    with open(rotten.location, "wb") as file:
-        file.write(b"will rot")  # restored from a backup, say
-    again = run_cli({**cli_env, **s3_env}, "files", "migrate", "--to", target)
+    with TestClient(create_app(local)) as client:  # still serving from local files
+        late = uploaded(client, login(client, "alice@example.com"), b"uploaded meanwhile")
+
+    # Switched to the bucket, the old files behind it: nothing is missing meanwhile.
+    everything = dict(
+        zip([*ids, rotting, late], [*contents, b"will rot", b"uploaded meanwhile"], strict=True)
+    )
+    with TestClient(create_app(moving)) as client:
+        alice = login(client, "alice@example.com")
+        for file_id, content in everything.items():
+            assert client.get(f"/api/v1/files/{file_id}/content", headers=alice).content == content
+        newest = uploaded(client, alice, b"into the bucket")
+        assert client.delete(f"/api/v1/files/{ids[0]}", headers=alice).status_code == 204
+    del everything[ids[0]]
+    everything[newest] = b"into the bucket"
+    assert [blob.read_bytes() for blob in StoreView(local).all()].count(b"first file") == 0
+
+    moving_env = {**cli_env, **storage_env(moving)}
+    moving_env["STOREROOM_STORAGE_FALLBACK_URL"] = moving.storage_fallback_url
+    again = run_cli(moving_env, "files", "migrate", "--to", target)
     assert again.exit_code == 0, again.output
-    assert "copied 1 files (8 bytes)" in again.output
+    assert "copied 2 files (26 bytes)" in again.output  # the restored and the late one
     assert "3 were already there" in again.output
 
-    # Switched over: the same files, read from the bucket; verify agrees.
-    with TestClient(create_app(settings)) as client:
-        alice = login(client, "alice@example.com")
-        for file_id, content in zip([*ids, broken], [*contents, b"will rot"], strict=True):
-            assert client.get(f"/api/v1/files/{file_id}/content", headers=alice).content == content
     verify = run_cli({**cli_env, **storage_env(settings)}, "files", "verify")
     assert verify.exit_code == 0, verify.output
-    assert "4 rows, 4 blobs" in verify.output
+    assert "5 rows, 5 blobs" in verify.output
+    with TestClient(create_app(settings)) as client:  # the fallback dropped
+        alice = login(client, "alice@example.com")
+        for file_id, content in everything.items():
+            assert client.get(f"/api/v1/files/{file_id}/content", headers=alice).content == content
 
 
 def test_files_migrate_refuses_a_bad_target(cli_env: dict[str, str]) -> None:

@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     # Where file bytes live: file:///path (unset: <data dir>/files) or s3://bucket/prefix on any
     # S3-compatible store. Credentials come from the standard AWS variables or config files.
     storage_url: str = ""
+    # While moving to a new storage (`storeroom files migrate`): a file not found in
+    # STOREROOM_STORAGE_URL is read (and deleted) here, so nothing is missing meanwhile.
+    storage_fallback_url: str = ""
     s3_endpoint_url: str | None = None  # MinIO, Ceph, R2, ...; unset for AWS itself
     s3_region: str | None = None
     # proxy: downloads stream through Storeroom; redirect (S3 only): a 307 to a presigned URL
@@ -297,7 +300,14 @@ class Settings(BaseSettings):
         location = self.storage_location
         if self.storage_downloads == "redirect" and location.scheme != "s3":
             raise ValueError("STOREROOM_STORAGE_DOWNLOADS=redirect needs an s3:// storage URL")
+        fallback = self.storage_fallback_location
+        if fallback is not None and str(fallback) == str(location):
+            raise ValueError("STOREROOM_STORAGE_FALLBACK_URL is STOREROOM_STORAGE_URL itself")
         return self
+
+    @property
+    def storage_fallback_location(self) -> "StorageLocation | None":
+        return parse_storage_url(self.storage_fallback_url) if self.storage_fallback_url else None
 
     @property
     def storage_location(self) -> "StorageLocation":

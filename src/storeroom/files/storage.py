@@ -324,9 +324,78 @@ class LocalStorage(Storage):
         return await anyio.to_thread.run_sync(self._sweep_sync, older_than_seconds)
 
 
+class FallbackStorage(Storage):
+    """A storage being moved into (`primary`) in front of the one being moved out of: writes go
+    to the primary; a blob not there yet is read from, and deleted in, the fallback too."""
+
+    def __init__(self, primary: Storage, fallback: Storage):
+        self.primary = primary
+        self.fallback = fallback
+
+    def __str__(self) -> str:
+        return f"{self.primary} (falling back to {self.fallback})"
+
+    async def open_write(self, key: str | None = None) -> BlobWriter:
+        return await self.primary.open_write(key)
+
+    async def open_read(
+        self, key: str, *, start: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        try:
+            return await self.primary.open_read(key, start=start, length=length)
+        except BlobMissing:
+            return await self.fallback.open_read(key, start=start, length=length)
+
+    async def delete(self, key: str) -> None:
+        await self.primary.delete(key)
+        await self.fallback.delete(key)
+
+    async def exists(self, key: str) -> bool:
+        return await self.primary.exists(key) or await self.fallback.exists(key)
+
+    async def iter_blobs(self) -> AsyncIterator[BlobInfo]:
+        seen = set()
+        async for blob in self.primary.iter_blobs():
+            seen.add(blob.key)
+            yield blob
+        async for blob in self.fallback.iter_blobs():
+            if blob.key not in seen:
+                yield blob
+
+    async def sweep_incomplete(self, older_than_seconds: float) -> int:
+        return await self.primary.sweep_incomplete(
+            older_than_seconds
+        ) + await self.fallback.sweep_incomplete(older_than_seconds)
+
+    async def download_url(
+        self, key: str, *, content_type: str, content_disposition: str
+    ) -> str | None:
+        if not await self.primary.exists(key):
+            return None  # streamed from the fallback
+        return await self.primary.download_url(
+            key, content_type=content_type, content_disposition=content_disposition
+        )
+
+    async def close(self) -> None:
+        try:
+            await self.primary.close()
+        finally:
+            await self.fallback.close()
+
+
 def create_storage(settings: Settings, location: StorageLocation | None = None) -> Storage:
-    """The storage STOREROOM_STORAGE_URL names (or `location`, e.g. a migration's target)."""
-    location = location or settings.storage_location
+    """The storage STOREROOM_STORAGE_URL names, in front of STOREROOM_STORAGE_FALLBACK_URL's
+    when that is set; or only the one at `location` (a migration's source or target)."""
+    if location is None:
+        storage = _create(settings, settings.storage_location)
+        fallback = settings.storage_fallback_location
+        return (
+            storage if fallback is None else FallbackStorage(storage, _create(settings, fallback))
+        )
+    return _create(settings, location)
+
+
+def _create(settings: Settings, location: StorageLocation) -> Storage:
     if location.scheme == "s3":
         from storeroom.files.s3 import S3Storage
 
