@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             send_timeout_seconds=settings.event_send_timeout_seconds,
         )
         app.state.login_limiter = create_login_limiter(settings, app.state.sessionmaker)
+        await app.state.file_storage.connect()
         logger.info(
             "storeroom %s started (%s, files in %s)",
             __version__,

@@ -27,6 +27,7 @@ def test_readyz_is_ready_on_a_migrated_database(client: TestClient) -> None:
         "database": "ok",
         "migrations": "ok",
         "rate_limits": "database",
+        "storage": "ok",
     }
 
 

@@ -214,6 +214,16 @@ def test_a_store_that_is_down_answers_503_and_records_nothing(settings: Settings
         assert response.json()["code"] == "storage_unavailable"
         assert "retry-after" in response.headers
         assert client.get("/api/v1/files", headers=alice).json()["total"] == 0
+        # Still ready (the rest of the API works), and the probe says what is missing.
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["storage"] == "unreachable"
+
+
+def test_readiness_reports_a_reachable_store(client: TestClient) -> None:
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["storage"] == "ok"
 
 
 @pytest.fixture

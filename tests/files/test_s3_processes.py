@@ -128,6 +128,9 @@ def test_a_download_the_store_dies_under_is_cut_off_not_ended_short(
             for chunk in chunks:
                 received += len(chunk)
         assert MiB <= received < len(content)
+        # An outage, not a bug: one line in the log, no traceback.
+        assert "cut off: the object store failed midway" in server.output()
+        assert "Traceback" not in server.output()
 
         # The server lives on: what needs only the database works, and what needs the store
         # says within seconds that the store is away (503), rather than hanging.
@@ -135,7 +138,7 @@ def test_a_download_the_store_dies_under_is_cut_off_not_ended_short(
         assert api.get(f"/api/v1/files/{file_id}", headers=alice).status_code == 200
         asked = time.monotonic()
         again = api.get(f"/api/v1/files/{file_id}/content", headers=alice)
-        assert time.monotonic() - asked < 10  # refused four times, backing off 7 s at most
+        assert time.monotonic() - asked < 10  # refused three times, backing off briefly
         assert again.status_code == 503, again.text
         assert again.json()["code"] == "storage_unavailable"
         assert again.headers["retry-after"] == "5"

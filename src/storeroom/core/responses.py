@@ -1,7 +1,16 @@
 """Response classes the domains share."""
 
+import logging
+
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+logger = logging.getLogger("storeroom.responses")
+
+
+class BodyInterrupted(Exception):
+    """A streamed body's source failed after the response started (an object store that went
+    away mid-download, say): the response is cut off, so the client sees the truncation."""
 
 
 class ClosingStreamingResponse(StreamingResponse):
@@ -13,6 +22,10 @@ class ClosingStreamingResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except BodyInterrupted as exc:
+            # Returning with the body incomplete makes the server close the connection: no
+            # clean end of the body (curl reports error 18), and one log line, not a traceback.
+            logger.warning("%s %s cut off: %s", scope.get("method"), scope.get("path"), exc)
         finally:
             close = getattr(self.body_iterator, "aclose", None)
             if close is not None:

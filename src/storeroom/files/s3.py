@@ -26,6 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storeroom.core.config import Settings, StorageLocation
+from storeroom.core.responses import BodyInterrupted
 from storeroom.files.exceptions import StorageUnavailable
 from storeroom.files.storage import (
     _KEY,
@@ -214,6 +215,9 @@ class _ObjectChunks:
                     break
                 pieces.append(piece)
                 size += len(piece)
+        except Exception as exc:
+            self.close()
+            raise BodyInterrupted(f"the object store failed midway: {exc!r}") from exc
         except BaseException:
             self.close()
             raise
@@ -288,9 +292,10 @@ class S3Storage(Storage):
                     },
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
-                    retries={"mode": "standard", "max_attempts": 3},
+                    # A store that is down answers 503 within seconds, not after a minute.
+                    retries={"mode": "standard", "total_max_attempts": 3},
                     max_pool_connections=64,
-                    connect_timeout=10,
+                    connect_timeout=3,
                     read_timeout=60,
                 )
                 stack = contextlib.AsyncExitStack()
@@ -302,6 +307,14 @@ class S3Storage(Storage):
                 )
                 self._exit_stack = stack
         return self._client
+
+    async def connect(self) -> None:
+        # Building the client loads botocore's service model: ~0.3 s, once, at startup.
+        await self.client()
+
+    async def check(self) -> None:
+        client = await self.client()
+        await client.head_bucket(Bucket=self.bucket)
 
     async def close(self) -> None:
         stack, self._exit_stack, self._client = self._exit_stack, None, None

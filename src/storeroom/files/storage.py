@@ -118,6 +118,14 @@ class Storage(ABC):
         the service)."""
         return None
 
+    async def connect(self) -> None:
+        """Get ready to serve (called at startup, so that no request pays for it)."""
+        return None
+
+    async def check(self) -> None:
+        """Raise if the storage cannot be reached now (for the readiness probe)."""
+        return None
+
     async def close(self) -> None:
         """Release connections; the storage may not be used afterwards."""
         return None
@@ -375,6 +383,14 @@ class FallbackStorage(Storage):
         return await self.primary.download_url(
             key, content_type=content_type, content_disposition=content_disposition
         )
+
+    async def connect(self) -> None:
+        await self.primary.connect()
+        await self.fallback.connect()
+
+    async def check(self) -> None:
+        await self.primary.check()
+        await self.fallback.check()
 
     async def close(self) -> None:
         try:

@@ -23,6 +23,11 @@ class Readiness(BaseModel):
         description='Where rate limits are counted: "database", "redis", or "database (redis '
         'unreachable)" while the configured Redis does not answer.'
     )
+    storage: str = Field(
+        default="ok",
+        description='"ok", or "unreachable" while the file storage (an S3 bucket, say) does not '
+        "answer; file transfers then fail with 503, the rest of the API works.",
+    )
 
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")
@@ -38,12 +43,13 @@ async def healthz() -> Health:
 )
 async def readyz(request: Request) -> JSONResponse:
     report = await health_service.readiness(
-        request.app.state.engine, request.app.state.login_limiter
+        request.app.state.engine, request.app.state.login_limiter, request.app.state.file_storage
     )
     body = Readiness(
         status="ready" if report.ready else "unavailable",
         database=report.database,
         migrations=report.migrations,
         rate_limits=report.rate_limits,
+        storage=report.storage,
     )
     return JSONResponse(body.model_dump(), status_code=200 if report.ready else 503)

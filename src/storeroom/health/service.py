@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storeroom.auth.rate_limit import LoginLimiter
 from storeroom.core.migrations import current_revisions, head_revisions
+from storeroom.files.storage import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,9 @@ class ReadinessReport:
     # Where rate limits are counted: "database", "redis", or "database (redis unreachable)"
     # while a configured Redis does not answer (logins keep working: not a reason to be unready).
     rate_limits: str
+    # "ok" or "unreachable": informational like rate_limits (a store that is down fails file
+    # transfers with 503 on every host alike; the rest of the API works).
+    storage: str = "ok"
 
     @property
     def ready(self) -> bool:
@@ -28,16 +32,26 @@ class ReadinessReport:
 READINESS_TIMEOUT_SECONDS = 5.0
 
 
-async def readiness(engine: AsyncEngine, limiter: LoginLimiter) -> ReadinessReport:
+async def _storage_status(storage: Storage) -> str:
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            await storage.check()
+    except Exception as exc:
+        logger.warning("readiness: file storage unreachable: %s", exc)
+        return "unreachable"
+    return "ok"
+
+
+async def readiness(
+    engine: AsyncEngine, limiter: LoginLimiter, storage: Storage
+) -> ReadinessReport:
     rate_limits = await limiter.status()
+    storage_status = await _storage_status(storage)
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
             current = await current_revisions(engine)
     except Exception as exc:
         logger.warning("readiness: database unreachable: %s", exc)
-        return ReadinessReport(
-            database="unreachable", migrations="unknown", rate_limits=rate_limits
-        )
-    if current != head_revisions():
-        return ReadinessReport(database="ok", migrations="pending", rate_limits=rate_limits)
-    return ReadinessReport(database="ok", migrations="ok", rate_limits=rate_limits)
+        return ReadinessReport("unreachable", "unknown", rate_limits, storage_status)
+    migrations = "ok" if current == head_revisions() else "pending"
+    return ReadinessReport("ok", migrations, rate_limits, storage_status)
