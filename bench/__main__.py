@@ -16,6 +16,7 @@ BENCHMARKS = [
     "jobs_import",
     "sse_fanout",
     "throughput",
+    "s3_transfer",
 ]
 
 
