@@ -2,7 +2,9 @@
 
 Blobs are objects `<prefix><key>` in one bucket. Writes are multipart uploads of
 `s3_part_bytes` parts, hashed in a worker thread and sent while the next part arrives (one part
-in flight), so an upload holds at most about three parts in memory and never touches local disk;
+in flight), so an upload holds a few parts in memory (bench/s3_transfer.py: RSS grows by 46-55
+MiB for a 1 GiB upload with 8 MiB parts, the client's copy of the part in flight included) and
+never touches local disk;
 a blob smaller than one part is a single PUT. Only a completed upload makes an object appear, so
 an aborted write leaves nothing to read, and the sweep aborts multipart uploads abandoned by a
 crash. Everything is async end to end (aiobotocore on aiohttp): no request blocks the event loop
