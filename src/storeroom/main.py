@@ -40,6 +40,9 @@ from storeroom.items.router import router as items_router
 from storeroom.jobs.celery_app import CeleryJobQueue, create_celery
 from storeroom.jobs.router import router as jobs_router
 from storeroom.jobs.supervisor import embedded_worker
+from storeroom.metrics import service as metrics_service
+from storeroom.metrics.middleware import MetricsMiddleware
+from storeroom.metrics.router import router as metrics_router
 from storeroom.notifications.senders import create_sender
 from storeroom.users.router import router as users_router
 from storeroom.web.rendering import STATIC_DIR
@@ -93,9 +96,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.email_sender = create_sender(settings)
-        engine = create_engine(settings)
+        metered = settings.metrics_enabled
+        engine = create_engine(
+            settings, poolclass=metrics_service.metered_pool("sessions") if metered else None
+        )
         app.state.engine = engine
-        app.state.reader = reader = create_reader(settings, engine)
+        app.state.reader = reader = create_reader(
+            settings, engine, poolclass=metrics_service.metered_pool("reader") if metered else None
+        )
         event_log = create_event_log(settings, app.state.reader)
         app.state.sessionmaker = create_sessionmaker(engine, info=session_info(event_log))
         app.state.event_hub = Hub(
@@ -152,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await reader.dispose()
             finally:
                 if owns_process:
+                    metrics_service.forget_process()
                     await stop_hashing_pool()
 
     app = FastAPI(
@@ -169,6 +178,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.job_queue = CeleryJobQueue(create_celery(settings))  # connects on first send
 
     app.include_router(health_router)  # first: probes are hit often and must match fast
+    if settings.metrics_enabled:
+        app.include_router(metrics_router)
     # Domain routers hang directly off the app (no intermediate /api/v1 router): FastAPI walks
     # nested routers on every request, and each level costs. Any request body can be
     # malformed (400) or invalid (422); any request can find the database down or busy (503).
@@ -198,4 +209,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HeadRequestMiddleware)
     app.add_middleware(RequestContextMiddleware)
+    if settings.metrics_enabled:
+        app.add_middleware(MetricsMiddleware)  # outermost: it times all of the above
     return app

@@ -46,6 +46,7 @@ from storeroom.core import security
 from storeroom.core.config import Settings
 from storeroom.core.db import UTCDateTime
 from storeroom.core.security import PasswordCheck
+from storeroom.metrics import service as metrics_service
 from storeroom.users.schemas import normalize_email
 
 logger = logging.getLogger(__name__)
@@ -142,16 +143,20 @@ class LoginLimiter(ABC):
         No database connection is held while the password is hashed."""
         retry_after = await self.reserve(account, client_ip, now)
         if retry_after:
+            metrics_service.THROTTLED.labels(limit="login").inc()
             raise LoginThrottled(retry_after=retry_after)
         result = await security.verify_password(password, hashed)
         if result.valid:
             await self.forget(account, client_ip)
+        else:
+            metrics_service.LOGIN_FAILURES.inc()
         return result
 
     async def limit_requests(self, limits: Sequence[RequestLimit], now: datetime) -> None:
         """Count this request, or refuse it with 429 and Retry-After."""
         retry_after = await self.hit(limits, now)
         if retry_after:
+            metrics_service.THROTTLED.labels(limit="requests").inc()
             raise RequestsThrottled(retry_after=retry_after)
 
 

@@ -266,6 +266,10 @@ class Settings(BaseSettings):
     # disconnected. A client that takes no bytes at all for event_send_timeout_seconds is cut.
     event_buffer_events: int = Field(default=1000, ge=1)
     event_send_timeout_seconds: float = Field(default=30, gt=0)
+    # Prometheus metrics at GET /metrics, and the HTTP series (README "Operations").
+    metrics_enabled: bool = False
+    # When set, a scrape must send it as `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, Pool, PoolProxiedConnection
 
 from storeroom.core.config import Settings
 from storeroom.core.paths import private_sqlite_database, sqlite_file
@@ -155,21 +155,28 @@ _CLOSED_CHECKS = {"asyncpg": _asyncpg_closed, "aiomysql": _aiomysql_closed}
 UNWRAPPED_DRIVER_ERRORS: tuple[type[Exception], ...] = (pymysql.err.Error,)
 
 
-def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
+def create_engine(
+    settings: Settings, *, pooled: bool = True, poolclass: type[Pool] | None = None
+) -> AsyncEngine:
     """One pool per process for sessions (transactions), sized by `database_pool_size` on every
     backend, plus as many again under bursts. No request holds more than one of its connections
     at a time, so a burst larger than the pool queues for connections instead of deadlocking on
     them. `pooled=False` opens a connection per session and keeps none: for a short-lived event
-    loop (a job in a worker process), whose connections must not outlive it."""
+    loop (a job in a worker process), whose connections must not outlive it. `poolclass`
+    replaces the queue pool (with the metrics' metered one)."""
     pool: dict[str, Any] = {
         "pool_size": settings.database_pool_size,
         "max_overflow": settings.database_pool_size,
         "pool_timeout": settings.database_pool_timeout_seconds,
     }
+    if poolclass is not None:
+        pool["poolclass"] = poolclass
     return _engine(settings, pool if pooled else {"poolclass": NullPool}, pooled=pooled)
 
 
-def create_reader(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
+def create_reader(
+    settings: Settings, engine: AsyncEngine, *, poolclass: type[Pool] | None = None
+) -> AsyncEngine:
     """The engine for single-statement reads that need no transaction (`DbReader`): its own
     pool, whose connections are put in autocommit once, when they are opened. On PostgreSQL a
     read is then one round trip instead of BEGIN, SELECT, COMMIT; and unlike an autocommit view
@@ -189,6 +196,8 @@ def create_reader(settings: Settings, engine: AsyncEngine) -> AsyncEngine:
         "isolation_level": "AUTOCOMMIT",
         "skip_autocommit_rollback": True,
     }
+    if poolclass is not None:
+        pool["poolclass"] = poolclass
     return _engine(settings, pool, pooled=True)
 
 

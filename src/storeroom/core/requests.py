@@ -220,5 +220,10 @@ class HeadRequestMiddleware:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             raise _HeadSent()
 
-        with contextlib.suppress(_HeadSent):
-            await self.app({**scope, "method": "GET"}, receive, send_head_only)
+        as_get = {**scope, "method": "GET"}
+        try:
+            with contextlib.suppress(_HeadSent):
+                await self.app(as_get, receive, send_head_only)
+        finally:
+            if "route" in as_get:  # the route the GET matched, for the metrics
+                scope["route"] = as_get["route"]

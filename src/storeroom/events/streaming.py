@@ -12,6 +12,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from storeroom.core.requests import RAW_SEND
 from storeroom.events.hub import Closed, Subscription
+from storeroom.metrics import service as metrics_service
 
 logger = logging.getLogger("storeroom.events")
 
@@ -53,6 +54,7 @@ class EventStreamResponse(Response):
         send_body = scope.get(RAW_SEND, send)
         loop = asyncio.get_running_loop()
         watcher = asyncio.create_task(_watch_disconnect(receive, subscription))
+        metrics_service.SSE_CONNECTIONS.inc()
         try:
             await send(
                 {
@@ -98,6 +100,7 @@ class EventStreamResponse(Response):
                 subscription.owner_id,
             )
         finally:
+            metrics_service.SSE_CONNECTIONS.dec()
             subscription.cancel()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -4,7 +4,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from sqlalchemy import delete as delete_rows
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storeroom.core.db import after_commit
 from storeroom.core.errors import Unauthorized
 from storeroom.core.leader import periodically
 from storeroom.core.pagination import PageParams
@@ -45,6 +46,7 @@ from storeroom.files.storage import (
 )
 from storeroom.items import service as items_service
 from storeroom.items.exceptions import ItemNotFound
+from storeroom.metrics import service as metrics_service
 from storeroom.users.models import User
 
 logger = logging.getLogger("storeroom.files")
@@ -221,7 +223,16 @@ async def _record(
     await events_service.record(
         session, owner_id, EventType.file_created, FileRead.model_validate(file)
     )
+    after_commit(session, _count_upload(file.size))
     return file
+
+
+def _count_upload(size: int) -> Callable[[], Awaitable[None]]:
+    async def count() -> None:
+        metrics_service.FILE_UPLOADS.inc()
+        metrics_service.FILE_UPLOAD_BYTES.inc(size)
+
+    return count
 
 
 async def get_owned(session: AsyncSession, owner_id: int, file_id: uuid.UUID) -> StoredFile:
@@ -272,10 +283,36 @@ async def open_content(
     storage: Storage, file: StoredFile, plan: DownloadPlan
 ) -> AsyncIterator[bytes]:
     try:
-        return await storage.open_read(file.storage_key, start=plan.start, length=plan.length)
+        content = await storage.open_read(file.storage_key, start=plan.start, length=plan.length)
     except BlobMissing as exc:
         logger.error("file %s has no bytes in storage (key %s)", file.id, file.storage_key)
         raise FileContentMissing() from exc
+    return _CountingSentBytes(content)
+
+
+class _CountingSentBytes:
+    """The content, each chunk counted once sent: the response asks for the next chunk only
+    after sending the last. Closing it closes the storage's iterator, even unread (a HEAD)."""
+
+    def __init__(self, content: AsyncIterator[bytes]) -> None:
+        self._content = content
+        self._unsent = 0
+
+    def __aiter__(self) -> "_CountingSentBytes":
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._unsent:
+            metrics_service.FILE_DOWNLOAD_BYTES.inc(self._unsent)
+            self._unsent = 0
+        chunk = await anext(self._content)
+        self._unsent = len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        close = getattr(self._content, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def download_url(storage: Storage, file: StoredFile) -> str | None:

@@ -39,6 +39,7 @@ from storeroom.jobs.exceptions import (
 )
 from storeroom.jobs.models import FINISHED, UNFINISHED, Job, JobStatus, JobType
 from storeroom.jobs.schemas import ExportItemsJob, ImportItemsJob
+from storeroom.metrics import service as metrics_service
 from storeroom.notifications import service as notifications_service
 from storeroom.notifications.senders import EmailSender
 from storeroom.users.models import User
@@ -264,6 +265,10 @@ async def run(env: WorkerEnv, job_id: uuid.UUID, lease_owner: str) -> None:
         if claimed and job is not None:
             await record_job_event(session, job)
         await commit(session)
+    if claimed and job is not None and job.attempts == 1 and job.started_at is not None:
+        metrics_service.JOB_QUEUE_WAIT.labels(type=job.type).observe(
+            (job.started_at - job.created_at).total_seconds()
+        )
     if job is None:
         logger.info("job %s no longer exists; nothing to run", job_id)
         return
@@ -452,6 +457,12 @@ class _Run:
         if not _rowcount(outcome):
             logger.warning("job %s: lease lost before it could be marked %s", self.job.id, status)
             return False
+        labels = {"type": self.job.type, "status": str(status)}
+        metrics_service.JOBS_FINISHED.labels(**labels).inc()
+        if self.job.started_at is not None:
+            metrics_service.JOB_DURATION.labels(**labels).observe(
+                (now - self.job.started_at).total_seconds()
+            )
         return True
 
 

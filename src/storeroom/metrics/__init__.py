@@ -1,0 +1,1 @@
+"""Metrics: Prometheus series of every process, served at GET /metrics."""
