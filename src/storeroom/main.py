@@ -19,7 +19,12 @@ from storeroom.core.cors import install_cors
 from storeroom.core.db import create_engine, create_reader, create_sessionmaker, utcnow
 from storeroom.core.docs import install_docs
 from storeroom.core.errors import error_responses, install_error_handlers
-from storeroom.core.openapi import document_credential_errors, document_security
+from storeroom.core.openapi import (
+    document_credential_errors,
+    document_schemas,
+    document_security,
+    operation_id,
+)
 from storeroom.core.paths import warn_if_shared
 from storeroom.core.requests import (
     BodySizeLimitMiddleware,
@@ -32,6 +37,7 @@ from storeroom.events.hub import Hub
 from storeroom.events.log import create_event_log, session_info
 from storeroom.events.router import router as events_router
 from storeroom.files import service as files_service
+from storeroom.files.router import UPLOAD_FORM
 from storeroom.files.router import router as files_router
 from storeroom.files.storage import create_storage
 from storeroom.health.router import router as health_router
@@ -168,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
+        generate_unique_id_function=operation_id,
         lifespan=lifespan,
         docs_url=None,  # install_docs serves the pages with local assets
         redoc_url=None,
@@ -204,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     document_security(app, needs_credential, CREDENTIAL_SCHEMES)
+    document_schemas(app, {"UploadForm": UPLOAD_FORM})
     document_credential_errors(app)  # after: it answers for the operations that need a caller
     install_cors(app, settings.cors_origins)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -2,12 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form, status
 
 from storeroom.auth import service as auth_service
 from storeroom.auth.dependencies import LoginLimiterDep
-from storeroom.auth.schemas import LogoutRequest, RefreshRequest, TokenResponse
+from storeroom.auth.schemas import LoginForm, LogoutRequest, RefreshRequest, TokenResponse
 from storeroom.core.db import DbReader, DbSession
 from storeroom.core.dependencies import AppSettings, ClientIp, NoStore, Now
 from storeroom.core.errors import error_responses
@@ -23,7 +22,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
     summary="Log in with email and password (OAuth2 password flow)",
 )
 async def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[LoginForm, Form()],
     session: DbSession,
     reader: DbReader,
     settings: AppSettings,
@@ -46,7 +45,7 @@ async def login(
     dependencies=[NoStore],
     summary="Exchange a refresh token for a new access and refresh token",
 )
-async def refresh(
+async def refresh_tokens(
     body: RefreshRequest, session: DbSession, settings: AppSettings, now: Now
 ) -> TokenResponse:
     """The presented refresh token stops working. Presenting it again revokes every token of

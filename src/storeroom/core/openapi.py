@@ -1,4 +1,5 @@
-"""OpenAPI: what every credential-taking operation can answer, documented in one place."""
+"""OpenAPI: operation ids, and what every credential-taking operation can answer, documented in
+one place."""
 
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -13,6 +14,29 @@ from fastapi.security.base import SecurityBase
 # Any credential can be refused (401), and HTTP Basic is a password check, so it can be
 # throttled (429) like any login.
 _CREDENTIAL_ERRORS = (401, 429)
+
+
+def operation_id(route: APIRoute) -> str:
+    """The endpoint function's name (`create_item`, `login`): what generated clients call the
+    operation, so it must be unique across the API and stay stable. FastAPI's default appends
+    the path and method (`create_item_api_v1_items_post`)."""
+    return route.name
+
+
+def document_schemas(app: FastAPI, schemas: dict[str, dict[str, Any]]) -> None:
+    """Add hand-written component schemas, for request bodies that a handler reads itself and
+    that operations refer to by $ref (`#/components/schemas/<name>`)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def document_credential_errors(app: FastAPI) -> None:

@@ -1,6 +1,6 @@
 """Jobs: HTTP endpoints to start, follow and cancel the caller's background jobs."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response, status
 
@@ -22,6 +22,21 @@ router = APIRouter(
     route_class=IdempotentRoute,
 )
 
+_CREATE_EXAMPLES: dict[str, Any] = {
+    "import": {
+        "summary": "Import items from an uploaded CSV or NDJSON file",
+        "value": {
+            "type": "import_items",
+            "file_id": "0b6c8f2e-6a4e-4f4e-9d3c-2f1d8e7a9b10",
+            "options": {"strict": False},
+        },
+    },
+    "export": {
+        "summary": "Export the items tagged kitchen to a CSV file",
+        "value": {"type": "export_items", "format": "csv", "tag": ["kitchen"]},
+    },
+}
+
 _LOCATION_HEADER = {
     "Location": {"description": "The job: /api/v1/jobs/{id}.", "schema": {"type": "string"}}
 }
@@ -36,7 +51,7 @@ _LOCATION_HEADER = {
     summary="Start a background job: import items from a file, or export them to one",
 )
 async def create_job(
-    data: Annotated[JobCreate, Body()],
+    data: Annotated[JobCreate, Body(openapi_examples=_CREATE_EXAMPLES)],
     user: CurrentUser,
     session: DbSession,
     queue: AppJobQueue,

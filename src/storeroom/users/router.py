@@ -1,8 +1,8 @@
 """Users: HTTP endpoints for accounts."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Body, Query, Response, status
 
 from storeroom.auth.dependencies import (
     CurrentSuperuser,
@@ -24,6 +24,22 @@ from storeroom.users.models import User
 from storeroom.users.schemas import UserCreate, UserRead, UserUpdateAdmin, UserUpdateMe
 
 router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(422))
+
+_UPDATE_ME_EXAMPLES: dict[str, Any] = {
+    "email": {
+        "summary": "Change the email",
+        "value": {"email": "alice@example.org", "current_password": "a-long-password"},
+    },
+    "password": {
+        "summary": "Change the password",
+        "value": {"password": "a-new-long-password", "current_password": "a-long-password"},
+    },
+}
+
+_UPDATE_ADMIN_EXAMPLES: dict[str, Any] = {
+    "deactivate": {"summary": "Lock the account out", "value": {"is_active": False}},
+    "promote": {"summary": "Make a superuser", "value": {"is_superuser": True}},
+}
 
 
 @router.post(
@@ -57,7 +73,7 @@ async def register(
     dependencies=[NoStore],
     summary="The caller's account",
 )
-async def read_me(user: CurrentUser) -> User:
+async def read_own_account(user: CurrentUser) -> User:
     return user
 
 
@@ -68,8 +84,8 @@ async def read_me(user: CurrentUser) -> User:
     dependencies=[require_scope("write"), NoStore],
     summary="Change the caller's email or password (needs current_password)",
 )
-async def update_me(
-    changes: UserUpdateMe,
+async def update_own_account(
+    changes: Annotated[UserUpdateMe, Body(openapi_examples=_UPDATE_ME_EXAMPLES)],
     user: CurrentUser,
     session: DbSession,
     limiter: LoginLimiterDep,
@@ -91,7 +107,7 @@ async def update_me(
     dependencies=[require_scope("write")],
     summary="Delete the caller's account",
 )
-async def delete_me(
+async def delete_own_account(
     user: CurrentUser, session: DbSession, storage: FileStorage, background: BackgroundTasks
 ) -> None:
     """Deletes the account with everything it owns: items, files, API keys and sessions."""
@@ -137,7 +153,10 @@ async def read_user(user: VisibleUser) -> User:
     summary="Activate, deactivate, promote or demote an account (superuser)",
 )
 async def update_user(
-    user: ManagedUser, changes: UserUpdateAdmin, caller: CurrentUser, session: DbSession
+    user: ManagedUser,
+    changes: Annotated[UserUpdateAdmin, Body(openapi_examples=_UPDATE_ADMIN_EXAMPLES)],
+    caller: CurrentUser,
+    session: DbSession,
 ) -> User:
     return await users_service.update_admin(session, user, changes, actor=caller)
 
