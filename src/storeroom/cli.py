@@ -64,6 +64,12 @@ def serve(
     from storeroom.core.server import HeadLimitedHttpToolsProtocol
 
     settings = _settings_or_exit()
+    if settings.metrics_enabled:
+        # Before uvicorn imports the app: every process it starts, and the embedded job
+        # worker, then writes its values where any of them can sum them for a scrape.
+        from storeroom.metrics.processes import use_multiprocess_dir
+
+        use_multiprocess_dir(settings.metrics_path / f"serve-{port}")
     if workers > 1 and settings.hashing_workers is None and not reload:
         # The cores are shared out: N processes each hashing on every core would run N times as
         # many argon2 hashes at once as there are cores (and hold their memory).
@@ -93,12 +99,24 @@ def worker(
     hostname: Annotated[
         str | None, typer.Option(help="Node name, e.g. jobs1@%h (default celery@<host>).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="With STOREROOM_METRICS_ENABLED: serve this worker's metrics (all its "
+            "processes summed) for Prometheus on this port, at any path."
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface of the metrics port (no token: keep it private).")
+    ] = "127.0.0.1",
     exit_with_parent: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Run background jobs (a Celery worker on STOREROOM_BROKER_URL)."""
+    settings = _settings_or_exit()
+    if settings.metrics_enabled:
+        _worker_metrics(settings, metrics_host, metrics_port)
     from storeroom.jobs.celery_app import create_celery
 
-    settings = _settings_or_exit()
     configure_logging(settings.log_level)
     if exit_with_parent:
         _exit_with_parent()
@@ -114,6 +132,29 @@ def worker(
     if hostname:
         argv.append(f"--hostname={hostname}")
     create_celery(settings).worker_main(argv)
+
+
+def _worker_metrics(settings: Settings, host: str, port: int | None) -> None:
+    """The worker's prefork pool runs jobs in child processes, which write their values to
+    files. The embedded worker writes into its `serve`'s directory (inherited), so the API's
+    /metrics includes the jobs; a worker of its own has a directory per metrics port and
+    serves the sum there."""
+    from storeroom.metrics.processes import inherited_multiprocess_dir, use_multiprocess_dir
+
+    if inherited_multiprocess_dir() is not None:
+        return
+    if port is None:
+        typer.secho(
+            "storeroom: STOREROOM_METRICS_ENABLED but no --metrics-port: this worker's metrics "
+            "are not served",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+        return
+    use_multiprocess_dir(settings.metrics_path / f"worker-{port}")  # before prometheus_client
+    from storeroom.metrics import service as metrics_service
+
+    metrics_service.serve_on_port(host, port)
 
 
 def _exit_with_parent() -> None:

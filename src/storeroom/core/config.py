@@ -270,6 +270,10 @@ class Settings(BaseSettings):
     metrics_enabled: bool = False
     # When set, a scrape must send it as `Authorization: Bearer <token>`.
     metrics_token: SecretStr | None = None
+    # Where the processes of `storeroom serve` (its --workers N and its embedded job worker),
+    # or of one `storeroom worker` and its pool, write their values, summed at each scrape.
+    # Emptied when the command starts. Unset: <data dir>/metrics.
+    metrics_dir: Path | None = None
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -331,6 +335,10 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.metrics_dir or self.data_dir / "metrics"
 
     @property
     def locks_dir(self) -> Path:

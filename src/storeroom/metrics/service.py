@@ -22,6 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
@@ -152,14 +153,24 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text a scrape gets: every process's values summed when they share a directory."""
+def _registry() -> CollectorRegistry:
     directory = multiprocess_dir()
     if directory is None:
-        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return registry
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text a scrape gets: every process's values summed when they share a directory."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def serve_on_port(host: str, port: int) -> None:
+    """Serve the exposition on a port of its own, from a daemon thread (`storeroom worker`,
+    which has no HTTP server)."""
+    start_http_server(port, addr=host, registry=_registry())
 
 
 def forget_process() -> None:
