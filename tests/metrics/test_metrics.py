@@ -1,8 +1,12 @@
 """GET /metrics: the series exist and move with what the API does, labelled by route template
 (never the raw path), behind the optional token."""
 
+import re
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from storeroom.core.config import Settings
@@ -192,3 +196,14 @@ def test_a_token_guards_the_metrics(guarded: Settings) -> None:
 
 def test_metrics_are_not_in_the_api_reference(client: TestClient) -> None:
     assert "/metrics" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_grafana_dashboard_uses_only_series_that_exist(client: TestClient) -> None:
+    dashboard = (Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    families = {
+        family.name for family in text_string_to_metric_families(client.get("/metrics").text)
+    }
+    used = set(re.findall(r"storeroom_[a-z_]+", dashboard))
+    assert used
+    for name in used:
+        assert re.sub(r"_(total|bucket|count|sum)$", "", name) in families, name
