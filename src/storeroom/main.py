@@ -1,5 +1,6 @@
 """The application: routers, middleware, error handlers and lifespan. Wiring only."""
 
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from storeroom.core.cors import install_cors
 from storeroom.core.db import create_engine, create_reader, create_sessionmaker, utcnow
 from storeroom.core.docs import install_docs
 from storeroom.core.errors import error_responses, install_error_handlers
+from storeroom.core.leader import periodically
 from storeroom.core.openapi import (
     document_credential_errors,
     document_schemas,
@@ -57,6 +59,9 @@ from storeroom.web.router import router as web_router
 logger = logging.getLogger("storeroom")
 
 API_PREFIX = "/api/v1"
+
+# How often the database pools' gauges are brought up to date (with metrics on).
+POOL_SAMPLE_SECONDS = 1.0
 
 # Python's default is (700, 10, 10).
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -150,6 +155,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 embedded_worker(settings) as app.state.job_worker,
                 app.state.event_hub.running() as hub,
+                periodically(
+                    lambda: metrics_service.sample_pools({"sessions": engine, "reader": reader}),
+                    POOL_SAMPLE_SECONDS,
+                    what="sampling the database pools",
+                    lock_path=None,
+                )
+                if metered
+                else contextlib.nullcontext(),
             ):
                 forget = on_shutdown(hub.close_all)
                 try:

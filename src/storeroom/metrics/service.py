@@ -11,7 +11,7 @@ whether /metrics answers.
 
 import os
 import time
-from typing import Any
+from collections.abc import Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,7 +24,8 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, QueuePool
 
 from storeroom.metrics.processes import MULTIPROC_ENV
 
@@ -48,7 +49,7 @@ HTTP_REQUEST_DURATION = Histogram(
 DB_POOL_SIZE = Gauge(
     "storeroom_db_pool_size",
     "Connections each pool keeps (STOREROOM_DATABASE_POOL_SIZE, ..._READER_POOL_SIZE), summed "
-    "over the live processes.",
+    "over the live processes (sampled every second, as are the two below).",
     ["pool"],
     multiprocess_mode="livesum",
 )
@@ -116,37 +117,34 @@ SSE_CONNECTIONS = Gauge(
 
 
 def metered_pool(name: str) -> type[AsyncAdaptedQueuePool]:
-    """A pool class (SQLAlchemy's `poolclass`) that times each checkout's wait and keeps the
-    pool gauges current, labelled `pool=name`. The pool's own checkout and checkin paths are
-    the only places that see the wait begin; no pool event fires before a checkout."""
-    size = DB_POOL_SIZE.labels(pool=name)
-    checked_out = DB_POOL_CHECKED_OUT.labels(pool=name)
-    overflow = DB_POOL_OVERFLOW.labels(pool=name)
+    """A pool class (SQLAlchemy's `poolclass`) that times each checkout's wait, labelled
+    `pool=name`. Only the pool's own checkout path sees a wait begin: no pool event fires
+    before a checkout."""
     wait = DB_POOL_WAIT.labels(pool=name)
 
     class MeteredPool(AsyncAdaptedQueuePool):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            size.set(self.size())
-
         def _do_get(self) -> ConnectionPoolEntry:
             started = time.perf_counter()
             try:
                 return super()._do_get()
             finally:  # a timeout counts as the wait it was
                 wait.observe(time.perf_counter() - started)
-                self._publish()
-
-        def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-            super()._do_return_conn(record)
-            self._publish()
-
-        def _publish(self) -> None:
-            checked_out.set(self.checkedout())
-            overflow.set(max(0, self.overflow()))
 
     MeteredPool.__name__ = MeteredPool.__qualname__ = f"MeteredPool[{name}]"
     return MeteredPool
+
+
+async def sample_pools(engines: Mapping[str, AsyncEngine]) -> None:
+    """Set the pool gauges from the pools as they are now. Run every second rather than at
+    each checkout and checkin, where it would cost four writes per request (a few
+    microseconds each in multiprocess mode) for a value scraped every few seconds."""
+    for name, engine in engines.items():
+        pool = engine.sync_engine.pool
+        if not isinstance(pool, QueuePool):
+            continue  # an in-memory SQLite database's single connection
+        DB_POOL_SIZE.labels(pool=name).set(pool.size())
+        DB_POOL_CHECKED_OUT.labels(pool=name).set(pool.checkedout())
+        DB_POOL_OVERFLOW.labels(pool=name).set(max(0, pool.overflow()))
 
 
 def multiprocess_dir() -> str | None:
