@@ -1,5 +1,5 @@
-"""OpenAPI: operation ids, and what every credential-taking operation can answer, documented in
-one place."""
+"""OpenAPI: operation ids, hand-written body schemas, and what every credential-taking
+operation can answer, each decided in one place."""
 
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
