@@ -194,6 +194,12 @@ def test_a_token_guards_the_metrics(guarded: Settings) -> None:
     assert {name for name, _ in parse(right.text)} >= {REQUESTS, DURATION_COUNT}
 
 
+def test_an_empty_token_guards_nothing(settings: Settings) -> None:
+    unset = settings.model_copy(update={"metrics_token": SecretStr("")})
+    with TestClient(create_app(unset)) as client:
+        assert client.get("/metrics").status_code == 200
+
+
 def test_metrics_are_not_in_the_api_reference(client: TestClient) -> None:
     assert "/metrics" not in client.get("/openapi.json").json()["paths"]
 
