@@ -4,9 +4,10 @@ A process that `storeroom serve` or `storeroom worker` started with metrics on h
 PROMETHEUS_MULTIPROC_DIR set before prometheus_client is first imported: each process then
 writes its values to its own files in that directory and a scrape of any one process sums them
 all (`exposition`). Elsewhere (tests, a bare uvicorn) values live in the process's memory.
-Recording costs about a microsecond whether or not anything scrapes, so domains record
-unconditionally; STOREROOM_METRICS_ENABLED decides whether the HTTP series are recorded and
-whether /metrics answers.
+Recording costs a microsecond or a few (an mmap write under a lock, in multiprocess mode)
+whether or not anything scrapes, so domains record unconditionally: logins, uploads and jobs
+cost far more. STOREROOM_METRICS_ENABLED decides whether the per-request series (HTTP, the
+pools) are recorded and whether /metrics answers.
 """
 
 import os
