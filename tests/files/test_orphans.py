@@ -129,13 +129,11 @@ def test_an_upload_whose_account_is_deleted_meanwhile_leaves_nothing(
     assert files_on_disk(settings) == []
 
 
-@pytest.fixture
-def local_files(storage_backend: str) -> None:
-    if storage_backend != "file":
-        pytest.skip("temp files are local storage's; test_s3.py sweeps stale multipart uploads")
+# Temp files are local storage's (test_s3.py sweeps stale multipart uploads).
+local_files = pytest.mark.parametrize("storage_backend", ["file"])
 
 
-@pytest.mark.usefixtures("local_files")
+@local_files
 def test_old_temp_files_are_swept_at_startup_and_fresh_ones_kept(
     app: FastAPI, settings: Settings
 ) -> None:
@@ -146,7 +144,7 @@ def test_old_temp_files_are_swept_at_startup_and_fresh_ones_kept(
         assert in_progress.exists()
 
 
-@pytest.mark.usefixtures("local_files")
+@local_files
 def test_old_temp_files_are_swept_periodically(settings: Settings) -> None:
     from storeroom.main import create_app
 
