@@ -217,10 +217,19 @@ def test_verify_can_remove_old_bytes_without_rows(
     uploaded(client, alice, b"kept")
     view = StoreView(settings)
     old, fresh = "e" * 32, "e" * 31 + "0"
-    view.put(old, b"orphan")
-    time.sleep(1.5)  # the store stamps its objects itself: one older than the other
-    view.put(fresh, b"orphan")
-    monkeypatch.setattr(files_service, "INCOMPLETE_UPLOAD_MAX_AGE_SECONDS", 1)
+    if view.s3:
+        # The store stamps its objects itself (to the second): one made well before the other,
+        # and "old" set to mean older than a second after the first (the CLI may start slowly).
+        view.put(old, b"orphan")
+        between = time.time() + 1
+        time.sleep(5)
+        view.put(fresh, b"orphan")
+        monkeypatch.setattr(
+            files_service, "INCOMPLETE_UPLOAD_MAX_AGE_SECONDS", time.time() - between
+        )
+    else:
+        view.put(old, b"orphan", age_seconds=TWO_HOURS)
+        view.put(fresh, b"orphan")
 
     result = verify("--remove-unreferenced")
     assert "removed 1 blobs without rows" in result.output
