@@ -9,8 +9,15 @@ worker on SQLite) and registers a user who owns 30 items; it records the exact b
 Then, per path and concurrency, `wrk -t2 -cN -d5s` runs A B A B A B (bare, Storeroom, ...)
 and the table gives the median of the three ratios.
 
+With --metrics it measures the cost of the Prometheus metrics instead: the same Storeroom
+twice on one database, STOREROOM_METRICS_ENABLED off and on (on as `storeroom serve` runs it:
+prometheus-client's multiprocess mode, values in files), alternated off on, on off, ...; the
+ratio is on / off (issue: at least 95 % on `/users/me` at 32 connections). On a busy machine
+the throughput ratios scatter; the server's CPU time per request (from /proc) holds up better.
+
 Run: .venv/bin/python -m bench throughput
      .venv/bin/python -m bench.throughput --databases postgresql --connections 32 --workers 2
+     .venv/bin/python -m bench.throughput --metrics --paths /users/me --connections 32
 Scratch databases: STOREROOM_BENCH_POSTGRES_URL, STOREROOM_BENCH_MARIADB_URL (dropped and
 recreated); SQLite in a temporary directory.
 """
@@ -18,6 +25,7 @@ recreated); SQLite in a temporary directory.
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -51,6 +59,7 @@ TARGETS = {
     ("sqlite", "/items?limit=20"): 0.04,
 }
 DATABASES = ["postgresql", "sqlite", "mariadb"]
+METRICS_TARGET = 0.95  # metrics on must keep this share of the requests per second
 
 
 @dataclass
@@ -156,7 +165,107 @@ def _measure_database(database: str, options: argparse.Namespace) -> list[Measur
     return measurements
 
 
+def _measure_metrics(database: str, options: argparse.Namespace) -> None:
+    """Storeroom with metrics off and on, on one database, alternated."""
+    with tempfile.TemporaryDirectory(prefix="storeroom-bench-") as workdir:
+        env = storeroom_env(fresh_database(database, Path(workdir)), workdir)
+        metrics_dir = Path(workdir) / "metrics"
+        metrics_dir.mkdir()
+        metered = {
+            **env,
+            "STOREROOM_METRICS_ENABLED": "true",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # what `storeroom serve` sets
+        }
+        with (
+            serve(
+                "storeroom.main:create_app", env=env, http=PROTOCOL, workers=options.workers
+            ) as off,
+            serve(
+                "storeroom.main:create_app", env=metered, http=PROTOCOL, workers=options.workers
+            ) as on,
+        ):
+            auth, _bodies = _prepare(off.base_url)
+            for connections in options.connections:
+                for label in options.paths:
+                    url = PATHS[label]
+                    run = {
+                        "seconds": options.seconds,
+                        "connections": connections,
+                        "threads": options.threads,
+                        "headers": auth,
+                    }
+                    wrk(off.base_url + url, **{**run, "seconds": 2})
+                    wrk(on.base_url + url, **{**run, "seconds": 2})
+                    # bare = metrics off, storeroom = metrics on: the ratio is on / off
+                    measurement = Measurement(database, label, connections, [], [])
+                    pair = [(off, measurement.bare), (on, measurement.storeroom)]
+                    cpu: dict[int, list[float]] = {off.process.pid: [], on.process.pid: []}
+                    for round_number in range(options.rounds):
+                        # off on, on off, ...: a drift in the machine's load favours neither
+                        for server, results in pair if round_number % 2 == 0 else pair[::-1]:
+                            used = _cpu_seconds(server.process.pid)
+                            result = wrk(server.base_url + url, **run)
+                            used = _cpu_seconds(server.process.pid) - used
+                            if result.non_2xx or result.errors:
+                                raise SystemExit(f"{database} {label}: {result.non_2xx} non-2xx")
+                            results.append(result)
+                            requests = result.requests_per_second * options.seconds
+                            cpu[server.process.pid].append(used / requests * 1e6)
+                    _print_metrics_row(measurement)
+                    off_cpu = statistics.median(cpu[off.process.pid])
+                    on_cpu = statistics.median(cpu[on.process.pid])
+                    print(
+                        f"  server CPU per request (median): off {off_cpu:.0f} us, on "
+                        f"{on_cpu:.0f} us; off / on {off_cpu / on_cpu:.1%} (the share of its "
+                        "throughput a CPU-bound process keeps)",
+                        flush=True,
+                    )
+            scraped = httpx.get(f"{on.base_url}/metrics", timeout=30).text
+            counted = [
+                line
+                for line in scraped.splitlines()
+                if line.startswith(
+                    'storeroom_http_requests_total{method="GET",route="/api/v1/users/me"'
+                )
+            ]
+            print(f"  scraped from the metered server: {counted}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process, all its threads (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _print_metrics_row(measurement: Measurement) -> None:
+    off = statistics.median(result.requests_per_second for result in measurement.bare)
+    on = statistics.median(result.requests_per_second for result in measurement.storeroom)
+    p99_off = statistics.median(result.p("99%") for result in measurement.bare)
+    p99_on = statistics.median(result.p("99%") for result in measurement.storeroom)
+    ratios = " ".join(
+        f"{mine.requests_per_second / bare.requests_per_second:.1%}"
+        for bare, mine in zip(measurement.bare, measurement.storeroom, strict=True)
+    )
+    verdict = "met" if measurement.ratio >= METRICS_TARGET else "MISSED"
+    print(
+        f"  {measurement.database:<11} {measurement.path:<16} {measurement.connections:>5} "
+        f"{off:>10,.0f} {on:>10,.0f} {p99_off:>7.1f} {p99_on:>7.1f} {measurement.ratio:>7.1%}"
+        f"  >= {METRICS_TARGET:.0%} {verdict}  (rounds: {ratios})",
+        flush=True,
+    )
+
+
 def _print_header(options: argparse.Namespace) -> None:
+    if options.metrics:
+        print(
+            f"Metrics cost (uvicorn workers: {options.workers}; wrk -t{options.threads} "
+            f"-d{options.seconds}s, off/on alternated x{options.rounds}, median ratio on/off)"
+        )
+        print(
+            f"  {'database':<11} {'path':<16} {'conns':>5} {'off req/s':>10} {'on req/s':>10} "
+            f"{'p99 off':>7} {'p99 on':>7} {'ratio':>7}  target"
+        )
+        return
     print(
         f"Throughput (uvicorn workers: {options.workers}; wrk -t{options.threads} "
         f"-d{options.seconds}s, bare/Storeroom alternated x{options.rounds}, median ratio)"
@@ -203,11 +312,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="measure metrics on against metrics off instead of Storeroom against a bare app",
+    )
     options = parser.parse_args()
     databases = [database for database in options.databases if _answers(database)]
     _print_header(options)
     for database in databases:
-        _measure_database(database, options)
+        if options.metrics:
+            _measure_metrics(database, options)
+        else:
+            _measure_database(database, options)
 
 
 if __name__ == "__main__":
