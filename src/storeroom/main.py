@@ -198,8 +198,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.job_queue = CeleryJobQueue(create_celery(settings))  # connects on first send
 
     app.include_router(health_router)  # first: probes are hit often and must match fast
-    if settings.metrics_enabled:
-        app.include_router(metrics_router)
     # Domain routers hang directly off the app (no intermediate /api/v1 router): FastAPI walks
     # nested routers on every request, and each level costs. Any request body can be
     # malformed (400) or invalid (422); any request can find the database down or busy (503).
@@ -220,6 +218,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(web_router)  # the pages: /, /login, /app, ...
+    if settings.metrics_enabled:
+        # After the API: each router tried before a request's own costs it a match.
+        app.include_router(metrics_router)
     install_docs(app, settings)  # mounts /static/docs, which must come before /static
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
