@@ -234,3 +234,44 @@ async def _hold_briefly(app: FastAPI) -> None:
     async with app.state.engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
         await asyncio.sleep(0.05)
+
+
+_CONNECTION_ID = {"postgresql": "SELECT pg_backend_pid()", "mariadb": "SELECT CONNECTION_ID()"}
+
+
+def test_a_connection_lost_between_its_commit_and_its_return_is_a_warning_not_a_traceback(
+    client: TestClient,
+    alice: dict[str, str],
+    db_backend: str,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A database restarting under traffic can end a connection just after its COMMIT, before
+    the pool's rollback-on-return (a round trip on MariaDB): the connection is thrown away with
+    one warning line, and the next request gets a good one."""
+    if db_backend == "sqlite":
+        pytest.skip("SQLite has no server to close connections")
+
+    async def commit_then_lose_the_connection() -> None:
+        async with client.app.state.engine.connect() as connection:
+            own_id = (await connection.execute(text(_CONNECTION_ID[db_backend]))).scalar_one()
+            await connection.commit()
+            killer = create_async_engine(
+                settings.database_url, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+            )
+            try:
+                async with killer.connect() as other:
+                    await other.execute(text(_END_SESSION[db_backend].format(id=int(own_id))))
+            finally:
+                await killer.dispose()
+            await asyncio.sleep(0.3)  # the end of the connection reaches it
+
+    with caplog.at_level(logging.WARNING):
+        run_in_app(client, commit_then_lose_the_connection)
+        responses = [client.get("/api/v1/users/me", headers=alice) for _ in range(3)]
+        created = client.post("/api/v1/items", json=LAMP, headers=alice)
+    assert [response.status_code for response in responses] == [200] * 3
+    assert created.status_code == 201
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors == [], [record.getMessage() for record in errors]
+    assert not any(record.exc_info for record in caplog.records)

@@ -1,5 +1,6 @@
 """The database room: engine, the per-request session, the declarative Base."""
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
@@ -16,7 +17,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool, Pool, PoolProxiedConnection
+from sqlalchemy.pool import (
+    ConnectionPoolEntry,
+    NullPool,
+    Pool,
+    PoolProxiedConnection,
+    PoolResetState,
+)
 
 from storeroom.core.config import Settings
 from storeroom.core.paths import private_sqlite_database, sqlite_file
@@ -149,6 +156,36 @@ def _discard_connections_closed_by_server(closed: Any) -> Any:
 
 _CLOSED_CHECKS = {"asyncpg": _asyncpg_closed, "aiomysql": _aiomysql_closed}
 
+logger = logging.getLogger("storeroom.db")
+
+
+def _roll_back_on_return(dialect: Dialect) -> Any:
+    """A pool "reset" listener that does the pool's rollback-on-return itself (the pool is made
+    with `pool_reset_on_return=None`). A connection is returned without its transaction having
+    been rolled back by the Connection after a commit, so the pool sends a ROLLBACK; if the
+    database went away between the COMMIT and that ROLLBACK (a restart under traffic), SQLAlchemy
+    would log the driver's traceback at ERROR. The connection is thrown away either way; a lost
+    database is a one-line warning here, like every other outage; other errors stay SQLAlchemy's
+    to report."""
+
+    def reset(dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState) -> None:
+        if state.transaction_was_reset or not state.asyncio_safe:
+            return
+        try:
+            dbapi_connection.rollback()
+        except dialect.loaded_dbapi.Error as exc:
+            if not (database_went_away(exc) or dialect.is_disconnect(exc, None, None)):
+                raise
+            logger.warning(
+                "database connection lost while returning to the pool: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+            record.invalidate(exc)
+
+    return reset
+
+
 # Driver errors SQLAlchemy can let out unwrapped: with aiomysql, switching a connection to
 # autocommit (the DbReader path) is a round trip made outside SQLAlchemy's error handling,
 # which also leaves that connection checked out until the garbage collector returns it.
@@ -168,10 +205,17 @@ def create_engine(
         "pool_size": settings.database_pool_size,
         "max_overflow": settings.database_pool_size,
         "pool_timeout": settings.database_pool_timeout_seconds,
+        "pool_reset_on_return": None,  # see _roll_back_on_return
     }
     if poolclass is not None:
         pool["poolclass"] = poolclass
-    return _engine(settings, pool if pooled else {"poolclass": NullPool}, pooled=pooled)
+    if not pooled:
+        pool = {"poolclass": NullPool, "pool_reset_on_return": None}
+    engine = _engine(settings, pool, pooled=pooled)
+    if not (settings.is_sqlite and not sqlite_file(settings.database_url)):
+        # (an in-memory SQLite database keeps SQLAlchemy's own pool and its own reset)
+        event.listen(engine.sync_engine.pool, "reset", _roll_back_on_return(engine.dialect))
+    return engine
 
 
 def create_reader(
