@@ -109,7 +109,7 @@ def worker(
     metrics_host: Annotated[
         str, typer.Option(help="Interface of the metrics port (no token: keep it private).")
     ] = "127.0.0.1",
-    exit_with_parent: Annotated[bool, typer.Option(hidden=True)] = False,
+    parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run background jobs (a Celery worker on STOREROOM_BROKER_URL)."""
     settings = _settings_or_exit()
@@ -118,8 +118,8 @@ def worker(
     from storeroom.jobs.celery_app import create_celery
 
     configure_logging(settings.log_level)
-    if exit_with_parent:
-        _exit_with_parent()
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     argv = [
         "worker",
         f"--concurrency={concurrency}",
@@ -157,14 +157,17 @@ def _worker_metrics(settings: Settings, host: str, port: int | None) -> None:
     metrics_service.serve_on_port(host, port)
 
 
-def _exit_with_parent() -> None:
-    """The embedded worker stops (warm shutdown) when the `serve` that started it is gone,
-    even if that one was killed."""
+def _exit_with_parent(parent: int) -> None:
+    """The embedded worker stops (warm shutdown) when the `serve` process that started it
+    (`parent`, given by it) is gone, even if that one was killed, and even if it was killed
+    before this process got this far (it is then already another process's child)."""
     import signal
     import threading
     import time
 
-    parent = os.getppid()
+    if os.getppid() != parent:
+        typer.echo("storeroom: the serve process that started this worker is gone", err=True)
+        raise typer.Exit(0)
 
     def watch() -> None:
         while os.getppid() == parent:

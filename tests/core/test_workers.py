@@ -142,6 +142,14 @@ def test_another_process_takes_over_when_the_one_doing_it_dies(
     _wait_for(lambda: len(_app_processes(two_workers)) == 2)  # uvicorn replaced the killed
     time.sleep(2)
     assert len(_job_workers(two_workers)) == 1
+    _wait_for(lambda: not _exists(old_worker))  # the orphaned worker stopped by itself
+
+
+def _exists(pid: int) -> bool:
+    try:  # a zombie left for an init that does not reap counts as stopped
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    except FileNotFoundError:
+        return False
 
 
 def _hashing_processes(server: ServeProcess, app_process: int) -> list[int]:

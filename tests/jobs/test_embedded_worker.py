@@ -3,6 +3,8 @@ restarted when it dies, stopped with the app, and only one for several app proce
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -11,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from storeroom.core.config import Settings
-from storeroom.jobs.supervisor import EmbeddedWorker
+from storeroom.jobs.supervisor import EmbeddedWorker, settings_environment
 from storeroom.main import create_app
 from tests.jobs.conftest import csv_rows, start_import, upload, wait_for_job
 
@@ -93,3 +95,29 @@ def test_a_second_app_process_starts_no_second_worker(
         time.sleep(1)
         assert _supervisor(other_client).process is None
     assert supervisor.starts == 1
+
+
+def test_a_worker_whose_serve_was_killed_before_it_started_watching_stops(
+    settings: Settings,
+) -> None:
+    """`serve` SIGKILLed in the second the worker takes to start: the worker is already an
+    orphan when it starts watching, and must stop rather than run on unsupervised."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "storeroom.cli", "worker", f"--parent-pid={gone.pid}"],
+        env={**os.environ, **settings_environment(settings)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, errors = worker.communicate(timeout=READY_SECONDS)
+        assert worker.returncode == 0, errors
+        assert "the serve process that started this worker is gone" in errors
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+            pytest.fail("the orphaned worker kept running")

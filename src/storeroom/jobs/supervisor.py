@@ -70,7 +70,7 @@ class EmbeddedWorker:
                 "storeroom.cli",
                 "worker",
                 f"--concurrency={EMBEDDED_WORKER_CONCURRENCY}",
-                "--exit-with-parent",
+                f"--parent-pid={os.getpid()}",
                 env={**os.environ, **settings_environment(self.settings)},
                 # Its own process group: Ctrl+C in the terminal reaches serve only, which then
                 # stops the worker in order.
