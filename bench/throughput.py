@@ -12,8 +12,11 @@ and the table gives the median of the three ratios.
 With --metrics it measures the cost of the Prometheus metrics instead: the same Storeroom
 twice on one database, STOREROOM_METRICS_ENABLED off and on (on as `storeroom serve` runs it:
 prometheus-client's multiprocess mode, values in files), alternated off on, on off, ...; the
-ratio is on / off (issue: at least 95 % on `/users/me` at 32 connections). On a busy machine
-the throughput ratios scatter; the server's CPU time per request (from /proc) holds up better.
+ratio is on / off (issue: at least 95 % on `/users/me` at 32 connections). That is done for
+`--pairs` fresh pairs of servers, the one started first swapped each time: on SQLite the first
+takes the embedded worker and the sweeps, and a single pair of processes differed by 5-8 % in
+either order. On a busy machine the throughput ratios scatter; the server's CPU time per
+request (from /proc) holds up better.
 
 Run: .venv/bin/python -m bench throughput
      .venv/bin/python -m bench.throughput --databases postgresql --connections 32 --workers 2
@@ -166,69 +169,102 @@ def _measure_database(database: str, options: argparse.Namespace) -> list[Measur
 
 
 def _measure_metrics(database: str, options: argparse.Namespace) -> None:
-    """Storeroom with metrics off and on, on one database, alternated."""
-    with tempfile.TemporaryDirectory(prefix="storeroom-bench-") as workdir:
-        env = storeroom_env(fresh_database(database, Path(workdir)), workdir)
-        metrics_dir = Path(workdir) / "metrics"
-        metrics_dir.mkdir()
-        metered = {
-            **env,
-            "STOREROOM_METRICS_ENABLED": "true",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # what `storeroom serve` sets
-        }
-        with (
-            serve(
-                "storeroom.main:create_app", env=env, http=PROTOCOL, workers=options.workers
-            ) as off,
-            serve(
-                "storeroom.main:create_app", env=metered, http=PROTOCOL, workers=options.workers
-            ) as on,
-        ):
-            auth, _bodies = _prepare(off.base_url)
-            for connections in options.connections:
-                for label in options.paths:
-                    url = PATHS[label]
-                    run = {
-                        "seconds": options.seconds,
-                        "connections": connections,
-                        "threads": options.threads,
-                        "headers": auth,
-                    }
-                    wrk(off.base_url + url, **{**run, "seconds": 2})
-                    wrk(on.base_url + url, **{**run, "seconds": 2})
-                    # bare = metrics off, storeroom = metrics on: the ratio is on / off
-                    measurement = Measurement(database, label, connections, [], [])
-                    pair = [(off, measurement.bare), (on, measurement.storeroom)]
-                    cpu: dict[int, list[float]] = {off.process.pid: [], on.process.pid: []}
-                    for round_number in range(options.rounds):
-                        # off on, on off, ...: a drift in the machine's load favours neither
-                        for server, results in pair if round_number % 2 == 0 else pair[::-1]:
-                            used = _cpu_seconds(server.process.pid)
-                            result = wrk(server.base_url + url, **run)
-                            used = _cpu_seconds(server.process.pid) - used
-                            if result.non_2xx or result.errors:
-                                raise SystemExit(f"{database} {label}: {result.non_2xx} non-2xx")
-                            results.append(result)
-                            requests = result.requests_per_second * options.seconds
-                            cpu[server.process.pid].append(used / requests * 1e6)
-                    _print_metrics_row(measurement)
-                    off_cpu = statistics.median(cpu[off.process.pid])
-                    on_cpu = statistics.median(cpu[on.process.pid])
-                    print(
-                        f"  server CPU per request (median): off {off_cpu:.0f} us, on "
-                        f"{on_cpu:.0f} us; off / on {off_cpu / on_cpu:.1%} (the share of its "
-                        "throughput a CPU-bound process keeps)",
-                        flush=True,
-                    )
-            scraped = httpx.get(f"{on.base_url}/metrics", timeout=30).text
-            counted = [
-                line
-                for line in scraped.splitlines()
-                if line.startswith(
-                    'storeroom_http_requests_total{method="GET",route="/api/v1/users/me"'
+    """Storeroom with metrics off and on, on one database, alternated; `--pairs` times over
+    with fresh servers, the one started first (which takes the embedded worker and the sweeps
+    on SQLite, and gets its own share of the process lottery) swapped each time."""
+    measurements: dict[tuple[str, int], Measurement] = {}
+    cpu: dict[tuple[str, int], dict[str, list[float]]] = {}
+    scraped: list[str] = []
+    for pair in range(options.pairs):
+        with tempfile.TemporaryDirectory(prefix="storeroom-bench-") as workdir:
+            env = storeroom_env(fresh_database(database, Path(workdir)), workdir)
+            metrics_dir = Path(workdir) / "metrics"
+            metrics_dir.mkdir()
+            metered = {
+                **env,
+                "STOREROOM_METRICS_ENABLED": "true",
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # what `storeroom serve` sets
+            }
+            first, second = (env, metered) if pair % 2 == 0 else (metered, env)
+            with (
+                serve(
+                    "storeroom.main:create_app", env=first, http=PROTOCOL, workers=options.workers
+                ) as started_first,
+                serve(
+                    "storeroom.main:create_app", env=second, http=PROTOCOL, workers=options.workers
+                ) as started_second,
+            ):
+                off, on = (
+                    (started_first, started_second)
+                    if pair % 2 == 0
+                    else (started_second, started_first)
                 )
-            ]
-            print(f"  scraped from the metered server: {counted}")
+                auth, _bodies = _prepare(off.base_url)
+                for connections in options.connections:
+                    for label in options.paths:
+                        url = PATHS[label]
+                        run = {
+                            "seconds": options.seconds,
+                            "connections": connections,
+                            "threads": options.threads,
+                            "headers": auth,
+                        }
+                        wrk(off.base_url + url, **{**run, "seconds": 2})
+                        wrk(on.base_url + url, **{**run, "seconds": 2})
+                        # bare = metrics off, storeroom = metrics on: the ratio is on / off
+                        key = (label, connections)
+                        measurement = measurements.setdefault(
+                            key, Measurement(database, label, connections, [], [])
+                        )
+                        used_per_request = cpu.setdefault(key, {"off": [], "on": []})
+                        pairing = [
+                            ("off", off, measurement.bare),
+                            ("on", on, measurement.storeroom),
+                        ]
+                        pair_ratios = []
+                        for round_number in range(options.rounds):
+                            # off on, on off, ...: a drift in the machine's load favours neither
+                            ordered = pairing if round_number % 2 == 0 else pairing[::-1]
+                            for role, server, results in ordered:
+                                used = _cpu_seconds(server.process.pid)
+                                result = wrk(server.base_url + url, **run)
+                                used = _cpu_seconds(server.process.pid) - used
+                                if result.non_2xx or result.errors:
+                                    raise SystemExit(
+                                        f"{database} {label}: {result.non_2xx} non-2xx"
+                                    )
+                                results.append(result)
+                                requests = result.requests_per_second * options.seconds
+                                used_per_request[role].append(used / requests * 1e6)
+                            pair_ratios.append(
+                                measurement.storeroom[-1].requests_per_second
+                                / measurement.bare[-1].requests_per_second
+                            )
+                        print(
+                            f"  pair {pair + 1} ({'off' if pair % 2 == 0 else 'on'} started "
+                            f"first) {database} {label} c={connections}: median on/off "
+                            f"{statistics.median(pair_ratios):.1%}",
+                            flush=True,
+                        )
+                exposition = httpx.get(f"{on.base_url}/metrics", timeout=30).text
+                scraped = [
+                    line
+                    for line in exposition.splitlines()
+                    if line.startswith(
+                        'storeroom_http_requests_total{method="GET",route="/api/v1/users/me"'
+                    )
+                ]
+    for key, measurement in measurements.items():
+        _print_metrics_row(measurement)
+        off_cpu = statistics.median(cpu[key]["off"])
+        on_cpu = statistics.median(cpu[key]["on"])
+        print(
+            f"  server CPU per request (median): off {off_cpu:.0f} us, on "
+            f"{on_cpu:.0f} us; off / on {off_cpu / on_cpu:.1%} (the share of its "
+            "throughput a CPU-bound process keeps)",
+            flush=True,
+        )
+    print(f"  scraped from the last metered server: {scraped}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -259,7 +295,8 @@ def _print_header(options: argparse.Namespace) -> None:
     if options.metrics:
         print(
             f"Metrics cost (uvicorn workers: {options.workers}; wrk -t{options.threads} "
-            f"-d{options.seconds}s, off/on alternated x{options.rounds}, median ratio on/off)"
+            f"-d{options.seconds}s, off/on alternated x{options.rounds} in each of "
+            f"{options.pairs} server pairs, median ratio on/off)"
         )
         print(
             f"  {'database':<11} {'path':<16} {'conns':>5} {'off req/s':>10} {'on req/s':>10} "
@@ -316,6 +353,12 @@ def main() -> None:
         "--metrics",
         action="store_true",
         help="measure metrics on against metrics off instead of Storeroom against a bare app",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=2,
+        help="with --metrics: fresh off/on server pairs, the first started swapped each time",
     )
     options = parser.parse_args()
     databases = [database for database in options.databases if _answers(database)]
