@@ -103,6 +103,7 @@ async def create(
         await session.flush()
         await record_job_event(session, job)
         await commit(session)
+        _count_finished(job)
         raise JobQueueUnavailable() from exc
     return job
 
@@ -180,8 +181,21 @@ async def cancel(session: AsyncSession, queue: JobQueue, job: Job) -> Job:
             raise JobFinished()
         return await cancel(session, queue, job)  # it changed state meanwhile: look again
     if stopped:
+        _count_finished(job)
         await _send_notification(queue, job.id)
     return job
+
+
+def _count_finished(job: Job) -> None:
+    """Count a job that has just ended, wherever it ended: its run, a cancel before it
+    started, the sweep, or a broker that would not take it. Its duration runs from its first
+    start, so a job that never started adds none."""
+    labels = {"type": job.type, "status": str(job.status)}
+    metrics_service.JOBS_FINISHED.labels(**labels).inc()
+    if job.started_at is not None and job.finished_at is not None:
+        metrics_service.JOB_DURATION.labels(**labels).observe(
+            (job.finished_at - job.started_at).total_seconds()
+        )
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -457,12 +471,7 @@ class _Run:
         if not _rowcount(outcome):
             logger.warning("job %s: lease lost before it could be marked %s", self.job.id, status)
             return False
-        labels = {"type": self.job.type, "status": str(status)}
-        metrics_service.JOBS_FINISHED.labels(**labels).inc()
-        if self.job.started_at is not None:
-            metrics_service.JOB_DURATION.labels(**labels).observe(
-                (now - self.job.started_at).total_seconds()
-            )
+        _count_finished(self.job)
         return True
 
 
@@ -554,6 +563,7 @@ async def sweep(env: WorkerEnv) -> SweepReport:
                 report.cancelled += 1
             else:
                 report.failed += 1
+            _count_finished(job)
             await _send_notification(env.queue, job_id)
     report.deleted = await delete_expired(
         env.sessionmaker, now - timedelta(days=settings.job_retention_days)
