@@ -3,7 +3,9 @@ writes every process's values into one directory, and a scrape of either app pro
 them all (prometheus_client's multiprocess mode)."""
 
 import json
+import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,3 +156,39 @@ def test_a_failed_login_is_counted_once_whichever_process_took_it(
         )
         assert response.status_code == 401
         assert value(scrape(client), "storeroom_login_failures_total") == before + 1
+
+
+def _streams_by_process(server: ServeProcess) -> dict[int, float]:
+    """pid -> open event streams, read from each process's own live-gauge file."""
+    counts: dict[int, float] = {}
+    for path in _metrics_dir(server).glob("gauge_livesum_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        for key, count, _timestamp, _position in MmapedDict.read_all_values_from_file(path):
+            if json.loads(key)[1] == "storeroom_sse_connections":
+                counts[pid] = counts.get(pid, 0) + count
+    return counts
+
+
+def test_a_killed_process_stops_counting_its_open_streams(two_workers: ServeProcess) -> None:
+    """Last in this module: it kills one of the server's app processes (uvicorn starts
+    another). A process killed outright never runs its exit hook; the next scrape drops its
+    live gauges."""
+    with httpx.Client(base_url=two_workers.base_url, timeout=30) as client:
+        dave = _token(client, "dave@example.com")
+    with httpx.Client(base_url=two_workers.base_url, timeout=30) as stream_client:
+        response = stream_client.send(
+            stream_client.build_request("GET", "/api/v1/events", headers=dave), stream=True
+        )
+        assert response.status_code == 200
+        chunks = response.iter_raw()
+        next(chunks)
+        assert value(_scrape(two_workers), "storeroom_sse_connections") == 1
+        [holder] = [pid for pid, count in _streams_by_process(two_workers).items() if count]
+
+        os.kill(holder, signal.SIGKILL)
+
+        _eventually(lambda: value(_scrape(two_workers), "storeroom_sse_connections") == 0)
+        assert holder not in _streams_by_process(two_workers)
+        response.close()
+    # The counters the dead process wrote still count: counters never go down.
+    assert value(_scrape(two_workers), REQUESTS, **HEALTHZ) >= 1

@@ -13,6 +13,8 @@ pools) are recorded and whether /metrics answers.
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -152,12 +154,37 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+class _LiveProcessesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's collector, which first drops the live gauges of processes that
+    are gone: a process killed outright (SIGKILL, the OOM killer) never ran its exit hook,
+    and its open streams and pool connections would count until the directory is emptied."""
+
+    def collect(self) -> Any:
+        forget_dead_processes(self._path)
+        return super().collect()  # type: ignore[no-untyped-call]
+
+
+def forget_dead_processes(directory: str) -> None:
+    pids = {
+        path.stem.rsplit("_", 1)[1]
+        for path in Path(directory).glob("gauge_live*_*.db")
+        if path.stem.rsplit("_", 1)[1].isdigit()
+    }
+    for pid in pids:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # alive, under another user
+
+
 def _registry() -> CollectorRegistry:
     directory = multiprocess_dir()
     if directory is None:
         return REGISTRY
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    _LiveProcessesCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     return registry
 
 
