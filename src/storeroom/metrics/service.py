@@ -160,21 +160,18 @@ class _LiveProcessesCollector(multiprocess.MultiProcessCollector):
     and its open streams and pool connections would count until the directory is emptied."""
 
     def collect(self) -> Any:
-        forget_dead_processes(self._path)
+        _forget_dead_processes(self._path)
         return super().collect()  # type: ignore[no-untyped-call]
 
 
-def forget_dead_processes(directory: str) -> None:
-    pids = {
-        path.stem.rsplit("_", 1)[1]
-        for path in Path(directory).glob("gauge_live*_*.db")
-        if path.stem.rsplit("_", 1)[1].isdigit()
-    }
-    for pid in pids:
+def _forget_dead_processes(directory: str) -> None:
+    """Drop the live-gauge files (`gauge_live<mode>_<pid>.db`) of PIDs that no longer exist."""
+    suffixes = {path.stem.rsplit("_", 1)[1] for path in Path(directory).glob("gauge_live*_*.db")}
+    for pid in (int(suffix) for suffix in suffixes if suffix.isdigit()):
         try:
-            os.kill(int(pid), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
-            multiprocess.mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
         except PermissionError:
             pass  # alive, under another user
 
